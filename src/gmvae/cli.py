@@ -1,0 +1,168 @@
+"""The `gmvae` command: train, evaluate, predict, sample.
+
+Every field of the config dataclasses is a `gmvae train` flag (`--z-dim`, `--batch-size`, ...);
+a preset supplies the defaults and flags given on the command line override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gmvae import __version__
+from gmvae.errors import GMVAEError
+
+# Fields that come from the data, not from the user.
+DERIVED_FIELDS = {"x_dim", "image_shape"}
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, section: str) -> None:
+    """A flag per field; unset flags stay out of the namespace so presets can fill them."""
+    group = parser.add_argument_group(f"{section} settings")
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        if f.name in DERIVED_FIELDS:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = _TYPES[str(f.type).replace(" | None", "")]
+        help_text = f"{f.metadata.get('help', '')} (default: {getattr(defaults, f.name)})"
+        common = {"dest": f"{section}.{f.name}", "default": argparse.SUPPRESS, "help": help_text}
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
+        else:
+            group.add_argument(flag, type=kind, choices=f.metadata.get("choices"), **common)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gmvae.experiment import DEFAULT_PRESET, PRESETS, DataConfig
+    from gmvae.model import ModelConfig
+    from gmvae.training import TrainConfig
+
+    parser = argparse.ArgumentParser(prog="gmvae", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"gmvae {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a GMVAE and write a run folder")
+    train.add_argument("--preset", choices=tuple(PRESETS), default=DEFAULT_PRESET)
+    train.add_argument("--out", type=Path, help="run folder (default: runs/<generated name>)")
+    for cls, section in ((DataConfig, "data"), (ModelConfig, "model"), (TrainConfig, "train")):
+        _add_dataclass_flags(train, cls, section)
+    train.set_defaults(func=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="recompute test metrics from a saved run")
+    evaluate.add_argument("run", type=Path)
+    evaluate.add_argument("--data-dir", help="where the dataset's files are now")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    predict = commands.add_parser("predict", help="cluster and q(y|x) for each row of a file")
+    predict.add_argument("run", type=Path)
+    predict.add_argument("--input", type=Path, required=True, help=".npy or IDX (.gz) file")
+    predict.add_argument("--output", type=Path, required=True, help="CSV to write")
+    predict.add_argument("--device", default="auto")
+    predict.set_defaults(func=cmd_predict)
+
+    sample = commands.add_parser("sample", help="images generated per cluster, as a PNG grid")
+    sample.add_argument("run", type=Path)
+    sample.add_argument("--per-cluster", type=int, default=10)
+    sample.add_argument("--output", type=Path, required=True, help="PNG to write")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.set_defaults(func=cmd_sample)
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from gmvae.experiment import ExperimentConfig, run_experiment
+
+    overrides: dict[str, dict] = {"data": {}, "model": {}, "train": {}}
+    for key, value in vars(args).items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            overrides[section][name] = value
+    config = ExperimentConfig.from_preset(args.preset, overrides)
+    out = args.out
+    if out is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        name = f"{config.data.dataset}-{config.preset}-seed{config.train.seed}-{stamp}"
+        out = Path("runs") / name
+    run_experiment(config, out)
+
+
+def _load_run(run: Path, device: str):
+    from gmvae.checkpoint import load_model
+    from gmvae.training import resolve_device
+
+    if not (run / "model").is_dir():
+        raise GMVAEError(f"{run} is not a run folder (no model/ inside)")
+    return load_model(run / "model", resolve_device(device))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from gmvae.checkpoint import read_json
+    from gmvae.experiment import DataConfig, evaluate, format_table, load_data
+
+    model = _load_run(args.run, args.device)
+    saved = read_json(args.run / "config.json")
+    data_config = DataConfig(**saved["data"])
+    if args.data_dir:
+        data_config = dataclasses.replace(data_config, data_dir=args.data_dir)
+    data = load_data(data_config)
+    scores = evaluate(model, data.x_test, data.y_test, seed=saved["train"]["seed"])
+    print(format_table(scores, "test"))
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from gmvae import inference
+    from gmvae.checkpoint import atomic_write
+    from gmvae.data import load_array
+
+    model = _load_run(args.run, args.device)
+    x = load_array(args.input, model.config.x_dim)
+    if model.config.likelihood == "bernoulli" and (x.min() < 0 or x.max() > 1):
+        raise GMVAEError(f"{args.input} has values outside [0, 1]; this model is Bernoulli")
+    probs = inference.cluster_probabilities(model, x)
+    k = probs.shape[1]
+    buffer = io.StringIO()
+    header = "cluster," + ",".join(f"p{j}" for j in range(k))
+    table = np.column_stack([probs.argmax(1), probs])
+    np.savetxt(buffer, table, delimiter=",", header=header, comments="", fmt=["%d"] + ["%.6g"] * k)
+    atomic_write(args.output, buffer.getvalue())
+    print(f"wrote {len(probs)} rows to {args.output}")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from gmvae import inference, plots
+
+    model = _load_run(args.run, "cpu")
+    if model.config.image_shape is None:
+        raise GMVAEError(f"{args.run} was trained on tables, not images: nothing to draw")
+    if args.per_cluster < 1:
+        raise GMVAEError("--per-cluster must be at least 1")
+    k = model.config.n_clusters
+    images = inference.sample(model, np.repeat(np.arange(k), args.per_cluster), seed=args.seed)
+    rows = [f"cluster {c}" for c in range(k)]
+    grid = images.reshape(k, args.per_cluster, -1)
+    plots.plot_generated(grid, rows, model.config.image_shape, args.output)
+    print(f"wrote {args.output}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except GMVAEError as err:
+        if args.debug:
+            raise
+        print(f"gmvae: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("gmvae: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,267 @@
+"""A run end to end: data, model, training, evaluation and the run folder.
+
+runs/<name>/
+  config.json    every setting, versions, git commit, device
+  metrics.csv    a row per epoch (loss terms, temperature, lr, monitoring scores, seconds)
+  results.json   test ACC/NMI/ARI, test ELBO, training seconds
+  model/         weights.safetensors + config.json
+  *.png          figures
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gmvae import __version__, inference, plots
+from gmvae.checkpoint import atomic_write, save_model, write_json
+from gmvae.data import DATASETS, Dataset, load_dataset
+from gmvae.errors import GMVAEError
+from gmvae.metrics import clustering_scores, contingency, hungarian_match, usage_entropy
+from gmvae.model import GMVAENet, ModelConfig
+from gmvae.training import TrainConfig, Trainer, resolve_device
+
+# The reference project's settings are the dataclass defaults (K=10, z_dim=64, width 512,
+# batch 64, Adam 1e-3, BCE, 50 epochs, seed 0); a preset lists only what differs from them.
+PRESETS: dict[str, dict[str, dict]] = {"reference": {}}
+DEFAULT_PRESET = "reference"
+TSNE_POINTS = 2000
+
+
+@dataclass
+class DataConfig:
+    dataset: str = field(
+        default="mnist", metadata={"help": "named dataset", "choices": tuple(DATASETS)}
+    )
+    data_dir: str | None = field(
+        default=None, metadata={"help": "folder holding the dataset's files (default: vendored)"}
+    )
+    train_subset: int | None = field(
+        default=None, metadata={"help": "use only the first N training images (quick runs)"}
+    )
+    test_subset: int | None = field(
+        default=None, metadata={"help": "evaluate on only the first N test images"}
+    )
+    monitor_size: int = field(
+        default=10000, metadata={"help": "training images scored each epoch (ACC/NMI/ARI)"}
+    )
+
+
+@dataclass
+class ExperimentConfig:
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    preset: str = DEFAULT_PRESET
+
+    @classmethod
+    def from_preset(cls, name: str, overrides: dict[str, dict] | None = None) -> ExperimentConfig:
+        """The preset's settings with `overrides` ({"data"|"model"|"train": {field: value}})."""
+        if name not in PRESETS:
+            raise GMVAEError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+        sections = {"data": DataConfig(), "model": ModelConfig(), "train": TrainConfig()}
+        for layer in (PRESETS[name], overrides or {}):
+            for section, values in layer.items():
+                sections[section] = replace(sections[section], **values)
+        return cls(preset=name, **sections)
+
+
+def load_data(config: DataConfig) -> Dataset:
+    """The dataset, cut to the configured subsets."""
+    data = load_dataset(config.dataset, Path(config.data_dir) if config.data_dir else None)
+    for name in ("train_subset", "test_subset"):
+        if getattr(config, name) is not None and getattr(config, name) < 1:
+            raise GMVAEError(f"{name} must be at least 1")
+    train, test = slice(config.train_subset), slice(config.test_subset)
+    return replace(
+        data,
+        x_train=data.x_train[train],
+        y_train=data.y_train[train],
+        x_test=data.x_test[test],
+        y_test=data.y_test[test],
+    )
+
+
+def git_commit() -> str | None:
+    """The commit of the source tree this package runs from, when it is a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+def prepare_run_folder(out: Path) -> None:
+    """Create `out`, refusing one that already holds files: a run is never written over."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise GMVAEError(f"run folder {out} already exists and is not empty; pick another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise GMVAEError(f"cannot write to run folder {out}: {err.strerror}") from None
+
+
+class MetricsLog:
+    """metrics.csv, rewritten whole (atomically) after every epoch so it is never half a row."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: list[dict] = []
+
+    def append(self, row: dict) -> None:
+        self.rows.append(row)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(self.rows[0]))
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write(self.path, buffer.getvalue())
+
+
+def evaluate(model: GMVAENet, x: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict:
+    """Test scores: ACC/NMI/ARI (percent), mean ELBO (nats), cluster-usage entropy."""
+    clusters = inference.cluster_probabilities(model, x).argmax(1)
+    k = model.config.n_clusters
+    return {
+        **clustering_scores(labels, clusters, k),
+        "elbo": float(inference.elbo(model, x, seed=seed).mean()),
+        "usage_entropy": usage_entropy(clusters, k),
+    }
+
+
+def format_table(scores: dict, title: str) -> str:
+    keys = ("acc", "nmi", "ari")
+    header = f"{title:<10}" + "".join(f"{k.upper():>8}" for k in keys) + f"{'ELBO':>10}"
+    row = f"{'':<10}" + "".join(f"{scores[k]:8.2f}" for k in keys) + f"{scores['elbo']:10.2f}"
+    return f"{header}\n{row}"
+
+
+def run_experiment(config: ExperimentConfig, out: Path, progress: bool | None = None) -> dict:
+    """Train, evaluate and write the whole run folder. Returns results.json's content."""
+    prepare_run_folder(out)
+    data = load_data(config.data)
+    model_config = replace(config.model, x_dim=data.x_train.shape[1], image_shape=data.image_shape)
+    if len(data.x_train) < model_config.n_clusters:
+        raise GMVAEError(
+            f"{len(data.x_train)} training examples for {model_config.n_clusters} clusters"
+        )
+    device = resolve_device(config.train.device)
+    torch.manual_seed(config.train.seed)
+    model = GMVAENet(model_config)
+    trainer = Trainer(model, config.train, device)
+
+    write_json(
+        out / "config.json",
+        {
+            "preset": config.preset,
+            "data": asdict(config.data),
+            "model": model_config.to_dict(),
+            "train": asdict(config.train),
+            "n_train": len(data.x_train),
+            "n_test": len(data.x_test),
+            "device": str(device),
+            "gmvae_version": __version__,
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+            "git_commit": git_commit(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
+
+    k = model_config.n_clusters
+    monitor_x = data.x_train[: config.data.monitor_size]
+    monitor_y = data.y_train[: config.data.monitor_size]
+
+    def monitor() -> dict:
+        clusters = inference.cluster_probabilities(model, monitor_x).argmax(1)
+        return {
+            **clustering_scores(monitor_y, clusters, k),
+            "usage_entropy": usage_entropy(clusters, k),
+        }
+
+    log = MetricsLog(out / "metrics.csv")
+
+    def on_epoch(row: dict) -> None:
+        log.append(row)
+        print(
+            f"epoch {row['epoch']:>3}/{config.train.epochs}  loss {row['loss']:9.3f}  "
+            f"tau {row['tau']:.3f}  acc {row['acc']:5.1f}  nmi {row['nmi']:5.1f}  "
+            f"ari {row['ari']:5.1f}  usage {row['usage_entropy']:.2f}  {row['seconds']:.1f}s",
+            flush=True,
+        )
+
+    history = trainer.fit(torch.as_tensor(data.x_train), monitor, on_epoch, progress)
+    train_seconds = sum(row["seconds"] for row in history)
+    save_model(model, out / "model")
+
+    scores = evaluate(model, data.x_test, data.y_test, seed=config.train.seed)
+    clusters = inference.cluster_probabilities(model, data.x_test).argmax(1)
+    table = contingency(clusters, data.y_test, k)
+    match = hungarian_match(table)
+    results = {
+        "test": scores,
+        "train_seconds": train_seconds,
+        "seconds_per_epoch": train_seconds / len(history),
+        "epochs": len(history),
+        "cluster_to_label": {str(c): label for c, label in sorted(match.items())},
+        "device": str(device),
+    }
+    write_json(out / "results.json", results)
+    write_figures(model, data, history, clusters, table, match, out, config.train.seed)
+    print(format_table(scores, "test"))
+    print(f"run folder: {out}")
+    return results
+
+
+def write_figures(
+    model: GMVAENet,
+    data: Dataset,
+    history: list[dict],
+    clusters: np.ndarray,
+    table: np.ndarray,
+    match: dict[int, int],
+    out: Path,
+    seed: int,
+) -> None:
+    """The run's PNG figures; image figures only for image data."""
+    k = model.config.n_clusters
+    # Clusters in the order of the label they match (cluster for digit 0 first), then the rest.
+    order = sorted(range(k), key=lambda c: (match.get(c, k), c))
+    plots.plot_scores(history, out / "scores.png")
+    plots.plot_losses(history, out / "losses.png")
+    n = min(TSNE_POINTS, len(data.x_test))
+    latent = inference.latent_means(model, data.x_test[:n])
+    rank = np.argsort(order)  # cluster -> its row in `order`, i.e. its matched label when K = C
+    plots.plot_latent_tsne(
+        latent, data.y_test[:n], rank[clusters[:n]], out / "latent_tsne.png", seed
+    )
+    plots.plot_contingency(table, order, out / "contingency.png")
+    if data.image_shape is None:
+        return
+    originals = data.x_test[:16]
+    recon = inference.reconstruct(model, originals)
+    plots.plot_reconstructions(originals, recon, data.image_shape, out / "reconstructions.png")
+    per_row = 10
+    generated = inference.sample(model, np.repeat(order, per_row), seed=seed)
+    labels = [f"cluster {c} → {match[c]}" if c in match else f"cluster {c}" for c in order]
+    plots.plot_generated(
+        generated.reshape(k, per_row, -1), labels, data.image_shape, out / "generated.png"
+    )

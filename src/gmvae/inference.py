@@ -1,0 +1,81 @@
+"""Batched, gradient-free uses of a trained GMVAENet: cluster probabilities, latent means,
+ELBO, reconstructions and samples. Inputs are float32 (N, D) arrays or tensors; outputs NumPy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gmvae.model import GMVAENet
+
+EVAL_BATCH = 2048
+
+
+def _device(model: GMVAENet) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.inference_mode()
+def _batched(
+    model: GMVAENet, x: np.ndarray | torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]
+) -> np.ndarray:
+    """Apply `fn` to slices of x on the model's device and concatenate the results."""
+    model.eval()
+    device = _device(model)
+    outputs = []
+    for start in range(0, len(x), EVAL_BATCH):
+        batch = torch.as_tensor(np.asarray(x[start : start + EVAL_BATCH]), dtype=torch.float32)
+        outputs.append(fn(batch.to(device)).float().cpu())
+    return torch.cat(outputs).numpy()
+
+
+def cluster_probabilities(model: GMVAENet, x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """q(y|x): (N, D) -> (N, K)."""
+    return _batched(model, x, lambda b: model.cluster_logits(b).softmax(-1))
+
+
+def latent_means(model: GMVAENet, x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """E[z|x] under q(z|x, y = most probable cluster): (N, D) -> (N, Z)."""
+
+    def fn(b: torch.Tensor) -> torch.Tensor:
+        return model.encode_z(b, _most_probable(model, b))[0]
+
+    return _batched(model, x, fn)
+
+
+def reconstruct(model: GMVAENet, x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """E[x|z] at z = E[z|x]: (N, D) -> (N, D)."""
+
+    def fn(b: torch.Tensor) -> torch.Tensor:
+        mean, _ = model.encode_z(b, _most_probable(model, b))
+        return model.mean_image(model.decode(mean))
+
+    return _batched(model, x, fn)
+
+
+def elbo(model: GMVAENet, x: np.ndarray | torch.Tensor, seed: int = 0) -> np.ndarray:
+    """Per-example ELBO in nats, (N, D) -> (N,); `seed` fixes the z samples."""
+    with torch.random.fork_rng(devices=[] if _device(model).type == "cpu" else [_device(model)]):
+        torch.manual_seed(seed)
+        return _batched(model, x, model.elbo)
+
+
+@torch.inference_mode()
+def sample(model: GMVAENet, clusters: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Draw z ~ p(z|y=k) for each cluster index k in `clusters` (M,) and decode: -> (M, D) means."""
+    model.eval()
+    device = _device(model)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    y = F.one_hot(torch.as_tensor(clusters, device=device), model.config.n_clusters).float()
+    mean, var = model.prior(y)
+    z = mean + var.sqrt() * torch.randn(mean.shape, generator=generator, device=device)
+    return model.mean_image(model.decode(z)).cpu().numpy()
+
+
+def _most_probable(model: GMVAENet, x: torch.Tensor) -> torch.Tensor:
+    """One-hot of argmax q(y|x): (N, D) -> (N, K)."""
+    logits = model.cluster_logits(x)
+    return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(x.dtype)

@@ -1,0 +1,132 @@
+"""Figures of a run, written as PNG. Each function takes plain arrays and a path."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.manifold import TSNE  # noqa: E402
+
+from gmvae.checkpoint import atomic_write  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write(path, buffer.getvalue())
+
+
+def image_grid(images: np.ndarray, image_shape: tuple[int, int], pad: int = 1) -> np.ndarray:
+    """Tile images (rows, cols, H*W) into one (rows*(H+pad), cols*(W+pad)) array."""
+    rows, cols = images.shape[:2]
+    h, w = image_shape
+    grid = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad), dtype=np.float32)
+    for r in range(rows):
+        for c in range(cols):
+            top, left = pad + r * (h + pad), pad + c * (w + pad)
+            grid[top : top + h, left : left + w] = images[r, c].reshape(h, w)
+    return grid
+
+
+def plot_scores(history: list[dict], path: Path) -> None:
+    """ACC, NMI and ARI on the monitoring split over epochs."""
+    epochs = [row["epoch"] for row in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in ("acc", "nmi", "ari"):
+        ax.plot(epochs, [row[key] for row in history], marker="o", markersize=3, label=key.upper())
+    ax.set(xlabel="epoch", ylabel="score (%)", title="Clustering scores on the monitoring split")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+
+
+def plot_losses(history: list[dict], path: Path) -> None:
+    """Each loss term and the Gumbel temperature over epochs, one panel each."""
+    epochs = [row["epoch"] for row in history]
+    panels = [
+        ("loss", "weighted loss"),
+        ("rec", "reconstruction -log p(x|z)"),
+        ("gauss", "log q(z|x,y) - log p(z|y)"),
+        ("cat", "KL(q(y|x) || uniform)"),
+        ("tau", "Gumbel temperature"),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3))
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        ax.plot(epochs, [row[key] for row in history], marker="o", markersize=2)
+        ax.set(xlabel="epoch", title=title)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_latent_tsne(
+    latent: np.ndarray, labels: np.ndarray, clusters: np.ndarray, path: Path, seed: int = 0
+) -> None:
+    """t-SNE of latent means (N, Z), coloured by true label (left) and by cluster (right).
+
+    Pass clusters renumbered so that the cluster matched to label c is c: colours then agree."""
+    perplexity = min(30.0, (len(latent) - 1) / 3)
+    embedded = TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed)
+    xy = embedded.fit_transform(latent)
+    n_colours = int(max(labels.max(), clusters.max())) + 1
+    cmap = "tab10" if n_colours <= 10 else "tab20" if n_colours <= 20 else "viridis"
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
+    for ax, colour, title in ((axes[0], labels, "true label"), (axes[1], clusters, "cluster")):
+        points = ax.scatter(
+            xy[:, 0], xy[:, 1], c=colour, cmap=cmap, s=4, vmin=-0.5, vmax=n_colours - 0.5
+        )
+        ax.set(title=f"t-SNE of E[z|x], coloured by {title}", xticks=[], yticks=[])
+        fig.colorbar(points, ax=ax, ticks=range(n_colours), fraction=0.04)
+    _save(fig, path)
+
+
+def plot_reconstructions(
+    originals: np.ndarray, reconstructions: np.ndarray, image_shape: tuple[int, int], path: Path
+) -> None:
+    """Originals (n, H*W) on the top row, their reconstructions below."""
+    grid = image_grid(np.stack([originals, reconstructions]), image_shape)
+    fig, ax = plt.subplots(figsize=(len(originals) * 0.6, 1.6))
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
+    ax.set(xticks=[], yticks=[0.5 * image_shape[0], 1.5 * image_shape[0]])
+    ax.set_yticklabels(["original", "reconstruction"])
+    ax.set_title("Reconstructions")
+    _save(fig, path)
+
+
+def plot_generated(
+    images: np.ndarray, row_labels: list[str], image_shape: tuple[int, int], path: Path
+) -> None:
+    """Images generated per cluster, (rows, n, H*W): a row per cluster."""
+    rows, cols = images.shape[:2]
+    grid = image_grid(images, image_shape)
+    fig, ax = plt.subplots(figsize=(cols * 0.5 + 1.5, rows * 0.5 + 0.5))
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
+    ax.set(xticks=[], yticks=[(r + 0.5) * (image_shape[0] + 1) for r in range(rows)])
+    ax.set_yticklabels(row_labels)
+    ax.set_title("Generated from p(x|z), z ~ p(z|y) per cluster")
+    _save(fig, path)
+
+
+def plot_contingency(table: np.ndarray, row_order: list[int], path: Path) -> None:
+    """Counts of clusters (rows, in `row_order`) x true labels (columns)."""
+    ordered = table[row_order]
+    fig, ax = plt.subplots(figsize=(0.55 * table.shape[1] + 2, 0.45 * len(row_order) + 1.5))
+    ax.imshow(ordered, cmap="Blues")
+    for (r, c), count in np.ndenumerate(ordered):
+        colour = "white" if count > ordered.max() / 2 else "black"
+        ax.text(c, r, str(count), ha="center", va="center", fontsize=7, color=colour)
+    ax.set(
+        xlabel="true label",
+        ylabel="cluster",
+        xticks=range(table.shape[1]),
+        yticks=range(len(row_order)),
+        title="Clusters x labels (test set)",
+    )
+    ax.set_yticklabels([str(k) for k in row_order])
+    _save(fig, path)
