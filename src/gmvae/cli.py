@@ -93,7 +93,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         name = f"{config.data.dataset}-{config.preset}-seed{config.train.seed}-{stamp}"
         out = Path("runs") / name
-    run_experiment(config, out)
+    run_experiment(config, out, command=["gmvae", *args.argv])
 
 
 def _load_run(run: Path, device: str):
@@ -115,7 +115,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.data_dir:
         data_config = dataclasses.replace(data_config, data_dir=args.data_dir)
     data = load_data(data_config)
-    scores = evaluate(model, data.x_test, data.y_test, seed=saved["train"]["seed"])
+    scores, _ = evaluate(model, data.x_test, data.y_test, seed=saved["train"]["seed"])
     print(format_table(scores, "test"))
 
 
@@ -155,7 +155,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         args.func(args)
     except GMVAEError as err:

@@ -107,10 +107,15 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def prepare_run_folder(out: Path) -> None:
-    """Create `out`, refusing one that already holds files: a run is never written over."""
+def check_run_folder(out: Path) -> None:
+    """Refuse a folder that already holds files: a run is never written over."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise GMVAEError(f"run folder {out} already exists and is not empty; pick another --out")
+
+
+def create_run_folder(out: Path) -> None:
+    """Create `out` and prove it writable before any training starts."""
+    check_run_folder(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -136,15 +141,19 @@ class MetricsLog:
         atomic_write(self.path, buffer.getvalue())
 
 
-def evaluate(model: GMVAENet, x: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict:
-    """Test scores: ACC/NMI/ARI (percent), mean ELBO (nats), cluster-usage entropy."""
+def evaluate(
+    model: GMVAENet, x: np.ndarray, labels: np.ndarray, seed: int = 0
+) -> tuple[dict, np.ndarray]:
+    """Scores on (x, labels): ACC/NMI/ARI (percent), mean ELBO (nats), cluster-usage entropy;
+    and the cluster of each example."""
     clusters = inference.cluster_probabilities(model, x).argmax(1)
     k = model.config.n_clusters
-    return {
+    scores = {
         **clustering_scores(labels, clusters, k),
         "elbo": float(inference.elbo(model, x, seed=seed).mean()),
         "usage_entropy": usage_entropy(clusters, k),
     }
+    return scores, clusters
 
 
 def format_table(scores: dict, title: str) -> str:
@@ -154,16 +163,25 @@ def format_table(scores: dict, title: str) -> str:
     return f"{header}\n{row}"
 
 
-def run_experiment(config: ExperimentConfig, out: Path, progress: bool | None = None) -> dict:
-    """Train, evaluate and write the whole run folder. Returns results.json's content."""
-    prepare_run_folder(out)
+def run_experiment(
+    config: ExperimentConfig,
+    out: Path,
+    command: list[str] | None = None,
+    progress: bool | None = None,
+) -> dict:
+    """Train, evaluate and write the whole run folder. Returns results.json's content.
+    `command` (the command line, for the record) is saved in config.json."""
+    check_run_folder(out)  # cheap checks first, the folder is made only when all pass
+    device = resolve_device(config.train.device)
+    config.train.validate()
     data = load_data(config.data)
     model_config = replace(config.model, x_dim=data.x_train.shape[1], image_shape=data.image_shape)
+    model_config.validate()
     if len(data.x_train) < model_config.n_clusters:
         raise GMVAEError(
             f"{len(data.x_train)} training examples for {model_config.n_clusters} clusters"
         )
-    device = resolve_device(config.train.device)
+    create_run_folder(out)
     torch.manual_seed(config.train.seed)
     model = GMVAENet(model_config)
     trainer = Trainer(model, config.train, device)
@@ -171,6 +189,7 @@ def run_experiment(config: ExperimentConfig, out: Path, progress: bool | None = 
     write_json(
         out / "config.json",
         {
+            "command": command,
             "preset": config.preset,
             "data": asdict(config.data),
             "model": model_config.to_dict(),
@@ -212,8 +231,7 @@ def run_experiment(config: ExperimentConfig, out: Path, progress: bool | None = 
     train_seconds = sum(row["seconds"] for row in history)
     save_model(model, out / "model")
 
-    scores = evaluate(model, data.x_test, data.y_test, seed=config.train.seed)
-    clusters = inference.cluster_probabilities(model, data.x_test).argmax(1)
+    scores, clusters = evaluate(model, data.x_test, data.y_test, seed=config.train.seed)
     table = contingency(clusters, data.y_test, k)
     match = hungarian_match(table)
     results = {

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gmvae.errors import GMVAEError
 from gmvae.losses import (
     LIKELIHOODS,
     categorical_kl_uniform,
@@ -46,6 +47,13 @@ class ModelConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def validate(self) -> None:
+        if self.likelihood not in LIKELIHOODS:
+            raise GMVAEError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        sizes = {k: getattr(self, k) for k in ("x_dim", "n_clusters", "z_dim", "hidden_dim")}
+        if min(sizes.values()) < 1:
+            raise GMVAEError(f"sizes must be at least 1: {sizes}")
+
 
 def mlp(*sizes: int) -> nn.Sequential:
     """Linear layers of the given sizes with ReLU between them (none after the last)."""
@@ -60,8 +68,7 @@ def mlp(*sizes: int) -> nn.Sequential:
 class GMVAENet(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        if config.likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {config.likelihood!r}")
+        config.validate()
         self.config = config
         d, h, k, z = config.x_dim, config.hidden_dim, config.n_clusters, config.z_dim
         self.y_encoder = mlp(d, h, h, k)  # x -> logits of q(y|x)

@@ -1,0 +1,159 @@
+"""End to end: `gmvae train` on an MNIST subset, then evaluate, predict and sample on its run."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gmvae.cli import main
+from gmvae.data import load_mnist
+
+QUICK = ["--train-subset", "300", "--test-subset", "200", "--monitor-size", "200", "--epochs", "1"]
+FIGURES = ["scores", "losses", "latent_tsne", "reconstructions", "generated", "contingency"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "quick"
+    done = subprocess.run(
+        [sys.executable, "-m", "gmvae", "train", *QUICK, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return out, done.stdout
+
+
+def test_train_writes_every_output_and_each_parses(run):
+    out, stdout = run
+    assert "ACC" in stdout and "NMI" in stdout and "ARI" in stdout
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["seed"] == 0 and config["train"]["batch_size"] == 64
+    assert config["model"]["n_clusters"] == 10 and config["data"]["train_subset"] == 300
+    for key in ("gmvae_version", "torch_version", "device", "git_commit", "preset"):
+        assert key in config
+
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1
+    expected = {"epoch", "loss", "rec", "gauss", "cat", "tau", "lr", "acc", "nmi", "ari"}
+    assert expected | {"usage_entropy", "seconds"} <= set(rows[0])
+    assert all(np.isfinite(float(rows[0][k])) for k in expected)
+
+    results = json.loads((out / "results.json").read_text())
+    assert {"acc", "nmi", "ari", "elbo"} <= set(results["test"])
+    assert results["train_seconds"] > 0 and results["test"]["elbo"] < 0
+
+    meta = json.loads((out / "model" / "config.json").read_text())
+    assert meta["model"]["x_dim"] == 784
+    assert (out / "model" / "weights.safetensors").stat().st_size > 0
+
+    for name in FIGURES:
+        data = (out / f"{name}.png").read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000, name
+
+
+def test_evaluate_recomputes_the_saved_test_metrics(run, capsys):
+    out, _ = run
+    main(["evaluate", str(out)])
+    printed = capsys.readouterr().out.split("\n")[1].split()
+    results = json.loads((out / "results.json").read_text())["test"]
+    assert [float(v) for v in printed] == pytest.approx(
+        [results[k] for k in ("acc", "nmi", "ari", "elbo")], abs=0.01
+    )
+
+
+def test_predict_writes_the_cluster_and_k_probabilities_per_row(run, tmp_path):
+    out, _ = run
+    images = (load_mnist().x_test[:25].reshape(25, 28, 28) * 255).round().astype(np.uint8)
+    np.save(tmp_path / "x.npy", images)
+    main(
+        [
+            "predict",
+            str(out),
+            "--input",
+            str(tmp_path / "x.npy"),
+            "--output",
+            str(tmp_path / "p.csv"),
+        ]
+    )
+    with open(tmp_path / "p.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["cluster"] + [f"p{k}" for k in range(10)]
+    table = np.array(rows[1:], dtype=float)
+    assert table.shape == (25, 11)
+    np.testing.assert_allclose(table[:, 1:].sum(1), 1.0, atol=1e-4)
+    np.testing.assert_array_equal(table[:, 0], table[:, 1:].argmax(1))
+
+
+def test_sample_draws_a_png_grid(run, tmp_path):
+    out, _ = run
+    main(["sample", str(out), "--per-cluster", "3", "--output", str(tmp_path / "g.png")])
+    assert (tmp_path / "g.png").read_bytes().startswith(b"\x89PNG")
+
+
+def expect_error(argv: list[str], capsys, message: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gmvae: error:") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_an_existing_run_folder_is_never_written_over(run, capsys):
+    out, _ = run
+    before = (out / "results.json").read_bytes()
+    expect_error(["train", *QUICK, "--out", str(out)], capsys, "already exists")
+    assert (out / "results.json").read_bytes() == before
+
+
+def test_bad_inputs_fail_with_one_line_and_exit_code_2(run, tmp_path, capsys):
+    out, _ = run
+    np.save(tmp_path / "wide.npy", np.zeros((2, 100), dtype=np.float32))
+    predict = ["predict", str(out), "--output", str(tmp_path / "p.csv"), "--input"]
+    expect_error([*predict, str(tmp_path / "wide.npy")], capsys, "expects 784")
+    np.save(tmp_path / "big.npy", np.full((2, 784), 3.0, dtype=np.float32))
+    expect_error([*predict, str(tmp_path / "big.npy")], capsys, "outside [0, 1]")
+    assert not (tmp_path / "p.csv").exists()
+    expect_error(["evaluate", str(tmp_path)], capsys, "not a run folder")
+    # Errors found before training leave no run folder behind.
+    expect_error(
+        ["train", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")], capsys, "not found in"
+    )
+    if not __import__("torch").cuda.is_available():
+        expect_error(["train", "--device", "cuda", "--out", str(tmp_path / "c")], capsys, "CUDA")
+    assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
+
+
+def test_every_setting_is_a_train_flag(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for flag in (
+        "--preset",
+        "--n-clusters",
+        "--z-dim",
+        "--hidden-dim",
+        "--likelihood",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--tau-start",
+        "--tau-decay",
+        "--tau-min",
+        "--gumbel-hard",
+        "--w-rec",
+        "--w-gauss",
+        "--w-cat",
+        "--seed",
+        "--device",
+        "--data-dir",
+        "--out",
+    ):
+        assert flag in text, flag

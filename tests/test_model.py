@@ -1,0 +1,101 @@
+import math
+
+import pytest
+import torch
+from torch.distributions import Bernoulli, Normal
+
+from gmvae.losses import (
+    categorical_kl_uniform,
+    gaussian_log_density,
+    reconstruction_nll,
+    weighted_loss,
+)
+from gmvae.model import GMVAENet, ModelConfig
+
+
+def small_model(**kwargs) -> GMVAENet:
+    torch.manual_seed(0)
+    return GMVAENet(
+        ModelConfig(x_dim=16, image_shape=(4, 4), n_clusters=3, z_dim=2, hidden_dim=8, **kwargs)
+    )
+
+
+def test_gaussian_log_density_is_the_diagonal_normal_log_pdf():
+    z, mean, var = torch.randn(5, 3), torch.randn(5, 3), torch.rand(5, 3) + 0.1
+    expected = Normal(mean, var.sqrt()).log_prob(z).sum(-1)
+    torch.testing.assert_close(gaussian_log_density(z, mean, var), expected)
+
+
+def test_reconstruction_terms_are_negative_log_likelihoods():
+    x, out = torch.randint(0, 2, (4, 6)).float(), torch.randn(4, 6)
+    torch.testing.assert_close(
+        reconstruction_nll(x, out, "bernoulli"), -Bernoulli(logits=out).log_prob(x).sum(-1)
+    )
+    torch.testing.assert_close(
+        reconstruction_nll(x, out, "gaussian"),
+        -Normal(out, math.sqrt(0.5)).log_prob(x).sum(-1),
+    )
+
+
+def test_categorical_kl_is_zero_for_uniform_and_log_k_for_one_hot():
+    assert categorical_kl_uniform(torch.zeros(2, 4)).abs().max() < 1e-6
+    peaked = torch.tensor([[1000.0, 0.0, 0.0, 0.0]])
+    torch.testing.assert_close(categorical_kl_uniform(peaked), torch.tensor([math.log(4)]))
+
+
+def test_weighted_loss_averages_weighted_terms_over_the_batch():
+    terms = {
+        "rec": torch.tensor([1.0, 3.0]),
+        "gauss": torch.tensor([2.0, 2.0]),
+        "cat": torch.ones(2),
+    }
+    assert weighted_loss(terms, 1.0, 0.5, 2.0).item() == pytest.approx(2 + 1 + 2)
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_forward_returns_a_finite_term_per_example_that_backpropagates(hard):
+    model = small_model()
+    terms = model(torch.rand(7, 16), temperature=0.7, hard=hard)
+    assert set(terms) == {"rec", "gauss", "cat"}
+    assert all(t.shape == (7,) and torch.isfinite(t).all() for t in terms.values())
+    weighted_loss(terms, 1, 1, 1).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_terms_stay_finite_on_all_zero_and_all_one_images(likelihood):
+    model = small_model(likelihood=likelihood)
+    for x in (torch.zeros(4, 16), torch.ones(4, 16)):
+        assert all(torch.isfinite(t).all() for t in model(x, temperature=0.5).values())
+        assert torch.isfinite(model.elbo(x)).all()
+
+
+def test_elbo_weights_each_one_hot_cluster_by_q_y_given_x(monkeypatch):
+    """Against a plain loop over clusters, with z fixed at its mean (noise switched off)."""
+    model = small_model().eval()
+    x = torch.rand(5, 16)
+    monkeypatch.setattr(torch, "randn_like", torch.zeros_like)
+    with torch.no_grad():
+        q = model.cluster_logits(x).softmax(-1)
+        expected = -categorical_kl_uniform(model.cluster_logits(x))
+        for k in range(3):
+            y = torch.nn.functional.one_hot(torch.full((5,), k), 3).float()
+            mean, var = model.encode_z(x, y)
+            prior_mean, prior_var = model.prior(y)
+            per_x = (
+                -reconstruction_nll(x, model.decode(mean), "bernoulli")
+                + gaussian_log_density(mean, prior_mean, prior_var)
+                - gaussian_log_density(mean, mean, var)
+            )
+            expected += q[:, k] * per_x
+        torch.testing.assert_close(model.elbo(x), expected)
+
+
+def test_unknown_likelihood_is_rejected():
+    with pytest.raises(ValueError, match="likelihood"):
+        small_model(likelihood="poisson")
+
+
+def test_config_round_trips_through_a_dict():
+    config = ModelConfig(x_dim=16, image_shape=(4, 4), n_clusters=3)
+    assert ModelConfig.from_dict(config.to_dict()) == config
