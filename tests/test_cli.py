@@ -12,6 +12,7 @@ from gmvae.cli import main
 from gmvae.data import load_mnist
 
 QUICK = ["--train-subset", "300", "--test-subset", "200", "--monitor-size", "200", "--epochs", "1"]
+TRAIN_TINY = ["train", "--train-subset", "50", "--test-subset", "20", "--epochs", "1"]
 FIGURES = ["scores", "losses", "latent_tsne", "reconstructions", "generated", "contingency"]
 
 
@@ -157,3 +158,17 @@ def test_every_setting_is_a_train_flag(capsys):
         "--out",
     ):
         assert flag in text, flag
+
+
+def test_an_unwritable_or_full_run_folder_fails_before_training(tmp_path, capsys, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    expect_error([*TRAIN_TINY, "--out", str(tmp_path / "a-file" / "run")], capsys, "cannot write")
+
+    import collections
+
+    import gmvae.experiment
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(gmvae.experiment.shutil, "disk_usage", lambda _: usage(1, 1, 2**20))
+    expect_error([*TRAIN_TINY, "--out", str(tmp_path / "full")], capsys, "only 1 MB free")
+    assert not (tmp_path / "full").exists()

@@ -8,7 +8,14 @@ from gmvae import inference
 from gmvae.errors import GMVAEError
 from gmvae.metrics import cluster_accuracy
 from gmvae.model import GMVAENet, ModelConfig
-from gmvae.training import TrainConfig, Trainer, gumbel_temperature, resolve_device
+from gmvae.training import (
+    NonFiniteError,
+    TrainConfig,
+    Trainer,
+    TrainingInterrupted,
+    gumbel_temperature,
+    resolve_device,
+)
 
 
 def train_digits(x: np.ndarray, seed: int, epochs: int) -> Trainer:
@@ -81,3 +88,89 @@ def test_monitor_and_epoch_callbacks_see_every_epoch(digits):
     trainer.fit(torch.as_tensor(x), monitor=lambda: {"probe": 1.0}, on_epoch=seen.append)
     assert [row["epoch"] for row in seen] == [1, 2, 3]
     assert all(row["probe"] == 1.0 and "eval_seconds" in row for row in seen)
+
+
+def tiny_trainer(tmp_path, **config) -> Trainer:
+    torch.manual_seed(0)
+    model = GMVAENet(ModelConfig(x_dim=64, image_shape=(8, 8), z_dim=4, hidden_dim=32))
+    settings = {"epochs": 3, "batch_size": 50, **config}
+    return Trainer(model, TrainConfig(**settings), torch.device("cpu"), tmp_path / "ckpt.pt")
+
+
+def test_resuming_from_a_mid_epoch_checkpoint_continues_exactly(digits, tmp_path):
+    x = torch.as_tensor(digits[0][:500])
+    straight = tiny_trainer(tmp_path / "a")
+    straight.fit(x, progress=False)
+
+    stopped = tiny_trainer(tmp_path / "b")
+    calls = {"n": 0}
+    original_forward = stopped.model.forward
+
+    def forward_then_stop(*args, **kwargs):  # ask for a stop in the middle of epoch 2
+        calls["n"] += 1
+        if calls["n"] == 14:
+            stopped.stop_requested = "SIGTERM"
+        return original_forward(*args, **kwargs)
+
+    stopped.model.forward = forward_then_stop
+    with pytest.raises(TrainingInterrupted, match="SIGTERM in epoch 2, after step 4 of 10"):
+        stopped.fit(x, progress=False)
+
+    resumed = tiny_trainer(tmp_path / "b")
+    resumed.resume()
+    assert len(resumed.history) == 1
+    resumed.fit(x, progress=False)
+    drop = {"seconds"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in resumed.history] == [
+        {k: v for k, v in r.items() if k not in drop} for r in straight.history
+    ]
+    for a, b in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_nonfinite_loss_stops_naming_epoch_and_term_and_keeps_the_good_checkpoint(digits, tmp_path):
+    x = torch.as_tensor(digits[0][:500])
+    trainer = tiny_trainer(tmp_path, epochs=1)
+    trainer.fit(x, progress=False)
+    good = (tmp_path / "ckpt.pt").read_bytes()
+    trainer.config = TrainConfig(epochs=2, batch_size=50)
+    trainer.optimizer.param_groups[0]["lr"] = 1e10  # absurd: the weights blow up
+    with pytest.raises(NonFiniteError, match=r"non-finite loss term '\w+' in epoch 2, step \d+"):
+        trainer.fit(x, progress=False)
+    assert (tmp_path / "ckpt.pt").read_bytes() == good
+
+
+def test_skip_policy_skips_a_bad_step_and_stops_past_the_limit(digits, tmp_path):
+    x = torch.as_tensor(digits[0][:500])
+    trainer = tiny_trainer(tmp_path, epochs=1, on_nonfinite="skip", max_skipped_steps=2)
+    original_forward = trainer.model.forward
+    calls = {"n": 0}
+
+    def forward_with_a_nan(*args, **kwargs):
+        calls["n"] += 1
+        terms = original_forward(*args, **kwargs)
+        if calls["n"] in (3, 5, 7):  # three poisoned steps, one more than allowed
+            terms["gauss"] = terms["gauss"] * float("nan")
+        return terms
+
+    trainer.model.forward = forward_with_a_nan
+    with pytest.raises(NonFiniteError, match="'gauss' in epoch 1, step 7 .*so far: 3"):
+        trainer.fit(x, progress=False)
+
+    trainer = tiny_trainer(tmp_path, epochs=1, on_nonfinite="skip", max_skipped_steps=2)
+    original_forward, calls["n"] = trainer.model.forward, 0
+    trainer.model.forward = forward_with_a_nan
+    calls["n"] = 4  # now only two steps are poisoned (calls 5 and 7): within the limit
+    history = trainer.fit(x, progress=False)
+    assert history[0]["skipped_steps"] == 2 and math.isfinite(history[0]["loss"])
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_constant_feature_columns_train_finitely_with_a_gaussian_likelihood(tmp_path):
+    x = torch.randn(200, 6)
+    x[:, 2] = 0.0  # a constant column
+    x[:, 4] = 5.0
+    torch.manual_seed(0)
+    model = GMVAENet(ModelConfig(x_dim=6, image_shape=None, likelihood="gaussian", hidden_dim=16))
+    history = Trainer(model, TrainConfig(epochs=3), torch.device("cpu")).fit(x, progress=False)
+    assert all(math.isfinite(row["loss"]) for row in history)

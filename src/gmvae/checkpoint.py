@@ -1,16 +1,20 @@
-"""Files on disk: atomic writes and the saved model (safetensors weights + JSON config).
+"""Files on disk: atomic writes, the saved model (safetensors weights + JSON config) and the
+training state behind `--resume`.
 
-Loading never runs code from the files: weights are plain tensors, the config plain JSON.
+Loading never runs code from the files: weights are plain tensors, configs plain JSON, and the
+training state is read with torch.load(weights_only=True), which only rebuilds tensors and
+plain containers.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from gmvae import __version__
@@ -80,16 +84,47 @@ def load_model(folder: Path, device: torch.device | str = "cpu") -> GMVAENet:
             f"{MODEL_FORMAT!r} version {MODEL_FORMAT_VERSION}"
         )
     try:
-        model = GMVAENet(ModelConfig.from_dict(meta["model"]))
+        config = ModelConfig.from_dict(meta["model"])
+        with torch.device("meta"):  # shapes only: a tampered config allocates nothing
+            expected = {k: tuple(v.shape) for k, v in GMVAENet(config).state_dict().items()}
     except (KeyError, TypeError, ValueError) as err:
         raise GMVAEError(f"{folder / CONFIG_FILE} has an invalid model config: {err}") from None
+    weights_path = folder / WEIGHTS_FILE
     try:
-        weights = load_file(str(folder / WEIGHTS_FILE))
+        with safe_open(str(weights_path), framework="pt") as f:
+            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
     except (OSError, SafetensorError) as err:
-        raise GMVAEError(f"cannot read {folder / WEIGHTS_FILE}: {err}") from None
+        raise GMVAEError(f"cannot read {weights_path}: {err}") from None
+    if found != expected:
+        wrong = sorted(set(found.items()) ^ set(expected.items()))[0][0]
+        raise GMVAEError(f"{weights_path} does not fit its config (tensor {wrong!r})")
     try:
-        model.load_state_dict(weights)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[-1].strip()
-        raise GMVAEError(f"{folder / WEIGHTS_FILE} does not fit its config: {first}") from None
+        weights = load_file(str(weights_path))
+    except (OSError, SafetensorError) as err:
+        raise GMVAEError(f"cannot read {weights_path}: {err}") from None
+    if not all(torch.isfinite(w).all() for w in weights.values()):
+        raise GMVAEError(f"{weights_path} holds NaN or infinite weights")
+    model = GMVAENet(config)
+    model.load_state_dict(weights)
     return model.to(device).eval()
+
+
+def save_training_state(state: dict, path: Path) -> None:
+    """Write a Trainer's state_dict (tensors, numbers, strings, lists, dicts) atomically."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, buffer.getvalue())
+
+
+def load_training_state(path: Path, device: torch.device | str = "cpu") -> dict:
+    """Read what save_training_state wrote; any damage is a GMVAEError naming the file."""
+    if not path.is_file():
+        raise GMVAEError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # damage surfaces as many kinds (zip, pickle, storage errors)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise GMVAEError(f"checkpoint {path} is unreadable or corrupt: {first}") from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "history", "rng"} <= set(state):
+        raise GMVAEError(f"checkpoint {path} is not a gmvae training state")
+    return state

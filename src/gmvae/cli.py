@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import signal
 import sys
 import time
 from pathlib import Path
@@ -53,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a GMVAE and write a run folder")
     train.add_argument("--preset", choices=tuple(PRESETS), default=DEFAULT_PRESET)
     train.add_argument("--out", type=Path, help="run folder (default: runs/<generated name>)")
+    train.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN",
+        help="continue RUN from its last checkpoint, with its own settings (--device may change)",
+    )
     for cls, section in ((DataConfig, "data"), (ModelConfig, "model"), (TrainConfig, "train")):
         _add_dataclass_flags(train, cls, section)
     train.set_defaults(func=cmd_train)
@@ -80,20 +87,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from gmvae.experiment import ExperimentConfig, run_experiment
+    from gmvae.experiment import ExperimentConfig, resume_experiment, run_experiment
+    from gmvae.training import TrainingInterrupted
 
     overrides: dict[str, dict] = {"data": {}, "model": {}, "train": {}}
     for key, value in vars(args).items():
         if "." in key:
             section, name = key.split(".", 1)
             overrides[section][name] = value
-    config = ExperimentConfig.from_preset(args.preset, overrides)
-    out = args.out
-    if out is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        name = f"{config.data.dataset}-{config.preset}-seed{config.train.seed}-{stamp}"
-        out = Path("runs") / name
-    run_experiment(config, out, command=["gmvae", *args.argv])
+    try:
+        if args.resume is not None:
+            out = args.resume
+            device = overrides["train"].pop("device", None)
+            if any(overrides.values()) or args.out is not None:
+                raise GMVAEError(
+                    "--resume takes the run's own settings; only --device may be given"
+                )
+            resume_experiment(out, device)
+            return
+        config = ExperimentConfig.from_preset(args.preset, overrides)
+        out = args.out
+        if out is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            name = f"{config.data.dataset}-{config.preset}-seed{config.train.seed}-{stamp}"
+            out = Path("runs") / name
+        run_experiment(config, out, command=["gmvae", *args.argv])
+    except TrainingInterrupted as stop:
+        print(
+            f"gmvae: {stop}; checkpoint saved. Resume with: gmvae train --resume {out}",
+            file=sys.stderr,
+        )
+        sys.exit(128 + signal.Signals[stop.reason].value)
 
 
 def _load_run(run: Path, device: str):

@@ -11,6 +11,7 @@ import hashlib
 import os
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def read_bytes(path: Path) -> bytes:
         raw = path.read_bytes()
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
         raise GMVAEError(f"cannot read {path}: {err}") from None
     return raw
 
@@ -197,8 +198,10 @@ def load_array(path: Path, x_dim: int) -> np.ndarray:
     if path.suffix == ".npy":
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as err:
+        except Exception as err:  # numpy's header parser raises several kinds on damage
             raise GMVAEError(f"cannot read {path} as .npy: {err}") from None
+        if not isinstance(array, np.ndarray):
+            raise GMVAEError(f"{path} is not a .npy array file")
     else:
         array = read_idx(path)
     if array.ndim < 2 or array.shape[0] == 0:

@@ -13,8 +13,13 @@ from __future__ import annotations
 import csv
 import io
 import platform
+import shutil
+import signal
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -22,7 +27,7 @@ import numpy as np
 import torch
 
 from gmvae import __version__, inference, plots
-from gmvae.checkpoint import atomic_write, save_model, write_json
+from gmvae.checkpoint import atomic_write, read_json, save_model, write_json
 from gmvae.data import DATASETS, Dataset, load_dataset
 from gmvae.errors import GMVAEError
 from gmvae.metrics import clustering_scores, contingency, hungarian_match, usage_entropy
@@ -34,6 +39,8 @@ from gmvae.training import TrainConfig, Trainer, resolve_device
 PRESETS: dict[str, dict[str, dict]] = {"reference": {}}
 DEFAULT_PRESET = "reference"
 TSNE_POINTS = 2000
+CONFIG_FILE = "config.json"
+CHECKPOINT_FILE = "checkpoint.pt"
 
 
 @dataclass
@@ -113,9 +120,16 @@ def check_run_folder(out: Path) -> None:
         raise GMVAEError(f"run folder {out} already exists and is not empty; pick another --out")
 
 
-def create_run_folder(out: Path) -> None:
-    """Create `out` and prove it writable before any training starts."""
+def create_run_folder(out: Path, bytes_needed: int) -> None:
+    """Create `out` and prove it writable, with room for the run, before any training starts."""
     check_run_folder(out)
+    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if free < bytes_needed:
+        raise GMVAEError(
+            f"only {free / 2**20:.0f} MB free for {out}; this run needs about "
+            f"{bytes_needed / 2**20:.0f} MB"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -125,20 +139,20 @@ def create_run_folder(out: Path) -> None:
         raise GMVAEError(f"cannot write to run folder {out}: {err.strerror}") from None
 
 
-class MetricsLog:
-    """metrics.csv, rewritten whole (atomically) after every epoch so it is never half a row."""
+def run_bytes_needed(model: GMVAENet) -> int:
+    """A generous estimate of a run folder's peak size: the checkpoint (weights and two Adam
+    moments) twice while it is replaced, the saved weights, and the figures."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    return 7 * weights + 20 * 2**20
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.rows: list[dict] = []
 
-    def append(self, row: dict) -> None:
-        self.rows.append(row)
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(self.rows[0]))
-        writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write(self.path, buffer.getvalue())
+def write_metrics(path: Path, history: list[dict]) -> None:
+    """metrics.csv, rewritten whole (atomically) after every epoch: never half a row."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write(path, buffer.getvalue())
 
 
 def evaluate(
@@ -181,13 +195,11 @@ def run_experiment(
         raise GMVAEError(
             f"{len(data.x_train)} training examples for {model_config.n_clusters} clusters"
         )
-    create_run_folder(out)
     torch.manual_seed(config.train.seed)
     model = GMVAENet(model_config)
-    trainer = Trainer(model, config.train, device)
-
+    create_run_folder(out, run_bytes_needed(model))
     write_json(
-        out / "config.json",
+        out / CONFIG_FILE,
         {
             "command": command,
             "preset": config.preset,
@@ -204,10 +216,63 @@ def run_experiment(
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     )
+    trainer = Trainer(model, config.train, device, out / CHECKPOINT_FILE)
+    return train_and_report(trainer, data, config.data, out, progress)
 
-    k = model_config.n_clusters
-    monitor_x = data.x_train[: config.data.monitor_size]
-    monitor_y = data.y_train[: config.data.monitor_size]
+
+def resume_experiment(out: Path, device: str | None = None, progress: bool | None = None) -> dict:
+    """Continue the run in `out` from its last checkpoint and finish it as if never stopped."""
+    if (out / "results.json").exists():
+        raise GMVAEError(f"run {out} has already finished (results.json exists)")
+    saved = read_json(out / CONFIG_FILE)
+    try:
+        data_config = DataConfig(**saved["data"])
+        model_config = ModelConfig.from_dict(saved["model"])
+        train_config = TrainConfig(**saved["train"])
+    except (KeyError, TypeError) as err:
+        raise GMVAEError(f"{out / CONFIG_FILE} is not a gmvae run config: {err}") from None
+    if device is not None:
+        train_config = replace(train_config, device=device)
+    data = load_data(data_config)
+    trainer = Trainer(
+        GMVAENet(model_config),
+        train_config,
+        resolve_device(train_config.device),
+        out / CHECKPOINT_FILE,
+    )
+    trainer.resume()
+    print(f"resuming {out} after epoch {len(trainer.history)} of {train_config.epochs}")
+    return train_and_report(trainer, data, data_config, out, progress)
+
+
+@contextmanager
+def stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """While training, SIGINT and SIGTERM ask the trainer to stop after its current step
+    (it then checkpoints and raises TrainingInterrupted) instead of killing the process."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def request_stop(signum: int, frame: object) -> None:
+        trainer.stop_requested = signal.Signals(signum).name
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def train_and_report(
+    trainer: Trainer, data: Dataset, data_config: DataConfig, out: Path, progress: bool | None
+) -> dict:
+    """Train to the end (from wherever the trainer is), then write metrics, model, results and
+    figures into `out`."""
+    model, config = trainer.model, trainer.config
+    k = model.config.n_clusters
+    monitor_x = data.x_train[: data_config.monitor_size]
+    monitor_y = data.y_train[: data_config.monitor_size]
 
     def monitor() -> dict:
         clusters = inference.cluster_probabilities(model, monitor_x).argmax(1)
@@ -216,22 +281,21 @@ def run_experiment(
             "usage_entropy": usage_entropy(clusters, k),
         }
 
-    log = MetricsLog(out / "metrics.csv")
-
     def on_epoch(row: dict) -> None:
-        log.append(row)
+        write_metrics(out / "metrics.csv", trainer.history)
         print(
-            f"epoch {row['epoch']:>3}/{config.train.epochs}  loss {row['loss']:9.3f}  "
+            f"epoch {row['epoch']:>3}/{config.epochs}  loss {row['loss']:9.3f}  "
             f"tau {row['tau']:.3f}  acc {row['acc']:5.1f}  nmi {row['nmi']:5.1f}  "
             f"ari {row['ari']:5.1f}  usage {row['usage_entropy']:.2f}  {row['seconds']:.1f}s",
             flush=True,
         )
 
-    history = trainer.fit(torch.as_tensor(data.x_train), monitor, on_epoch, progress)
+    with stop_on_signals(trainer):
+        history = trainer.fit(torch.as_tensor(data.x_train), monitor, on_epoch, progress)
     train_seconds = sum(row["seconds"] for row in history)
     save_model(model, out / "model")
 
-    scores, clusters = evaluate(model, data.x_test, data.y_test, seed=config.train.seed)
+    scores, clusters = evaluate(model, data.x_test, data.y_test, seed=config.seed)
     table = contingency(clusters, data.y_test, k)
     match = hungarian_match(table)
     results = {
@@ -239,11 +303,12 @@ def run_experiment(
         "train_seconds": train_seconds,
         "seconds_per_epoch": train_seconds / len(history),
         "epochs": len(history),
+        "skipped_steps": trainer.skipped_steps,
         "cluster_to_label": {str(c): label for c, label in sorted(match.items())},
-        "device": str(device),
+        "device": str(trainer.device),
     }
-    write_json(out / "results.json", results)
-    write_figures(model, data, history, clusters, table, match, out, config.train.seed)
+    write_figures(model, data, history, clusters, table, match, out, config.seed)
+    write_json(out / "results.json", results)  # last: its presence marks a finished run
     print(format_table(scores, "test"))
     print(f"run folder: {out}")
     return results

@@ -53,6 +53,9 @@ class ModelConfig:
         sizes = {k: getattr(self, k) for k in ("x_dim", "n_clusters", "z_dim", "hidden_dim")}
         if min(sizes.values()) < 1:
             raise GMVAEError(f"sizes must be at least 1: {sizes}")
+        shape = self.image_shape
+        if shape is not None and (len(shape) != 2 or shape[0] * shape[1] != self.x_dim):
+            raise GMVAEError(f"image_shape {shape} does not hold x_dim = {self.x_dim} pixels")
 
 
 def mlp(*sizes: int) -> nn.Sequential:

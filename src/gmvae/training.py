@@ -9,15 +9,18 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from gmvae.checkpoint import load_training_state, save_training_state
 from gmvae.errors import GMVAEError
 from gmvae.losses import weighted_loss
 from gmvae.model import GMVAENet
 
 TERMS = ("rec", "gauss", "cat")
+NONFINITE_POLICIES = ("stop", "skip")
 
 
 @dataclass
@@ -39,10 +42,27 @@ class TrainConfig:
     w_cat: float = field(default=1.0, metadata={"help": "weight of KL(q(y|x) || uniform)"})
     seed: int = field(default=0, metadata={"help": "seeds initialisation, batches and sampling"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    checkpoint_every: int = field(
+        default=1, metadata={"help": "epochs between checkpoints for --resume (0: none)"}
+    )
+    on_nonfinite: str = field(
+        default="stop",
+        metadata={
+            "help": "on a NaN/inf loss or gradient: stop, or skip the step",
+            "choices": NONFINITE_POLICIES,
+        },
+    )
+    max_skipped_steps: int = field(
+        default=10, metadata={"help": "with --on-nonfinite skip: stop after this many skips"}
+    )
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise GMVAEError("epochs and batch_size must be at least 1")
+        if self.checkpoint_every < 0 or self.max_skipped_steps < 0:
+            raise GMVAEError("checkpoint_every and max_skipped_steps must be at least 0")
+        if self.on_nonfinite not in NONFINITE_POLICIES:
+            raise GMVAEError(f"on_nonfinite must be one of {NONFINITE_POLICIES}")
         if not (self.lr > 0 and self.tau_start > 0 and self.tau_min > 0):
             raise GMVAEError("lr, tau_start and tau_min must be positive")
 
@@ -71,16 +91,80 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-class Trainer:
-    """Trains a GMVAENet on a (N, D) float tensor with Adam; `history` holds a dict per epoch."""
+class NonFiniteError(GMVAEError):
+    """A loss term or gradient became NaN or infinite."""
 
-    def __init__(self, model: GMVAENet, config: TrainConfig, device: torch.device):
+
+class TrainingInterrupted(Exception):
+    """A stop was requested (SIGINT/SIGTERM); the state was checkpointed at a step boundary."""
+
+    def __init__(self, reason: str, epoch: int, step: int, steps: int):
+        super().__init__(f"stopped by {reason} in epoch {epoch}, after step {step} of {steps}")
+        self.reason = reason
+
+
+class Trainer:
+    """Trains a GMVAENet on a (N, D) float tensor with Adam; `history` holds a dict per epoch.
+
+    With `checkpoint_path`, the whole training state (model, optimizer, epoch, history, every
+    RNG state, and the position inside an interrupted epoch) is written there atomically every
+    `checkpoint_every` epochs and on a stop request, and `resume()` continues from it exactly.
+    """
+
+    def __init__(
+        self,
+        model: GMVAENet,
+        config: TrainConfig,
+        device: torch.device,
+        checkpoint_path: Path | None = None,
+    ):
         config.validate()
         self.config = config
         self.device = device
         self.model = model.to(device)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        self.generator = torch.Generator(device=device).manual_seed(config.seed)
+        self.checkpoint_path = checkpoint_path
         self.history: list[dict] = []
+        self.skipped_steps = 0
+        self.stop_requested: str | None = None  # why, set by a signal handler; seen between steps
+        self._partial_epoch: dict | None = None  # where an interrupted epoch stopped
+
+    def state_dict(self, partial_epoch: dict | None = None) -> dict:
+        rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "history": self.history,
+            "skipped_steps": self.skipped_steps,
+            "rng": rng,
+            "partial_epoch": partial_epoch,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.history = list(state["history"])
+        self.skipped_steps = state["skipped_steps"]
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["generator"])
+        if self.device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        partial = state["partial_epoch"]
+        if partial is not None:
+            partial = {**partial, "order": partial["order"].to(self.device)}
+            partial["sums"] = partial["sums"].to(self.device)
+        self._partial_epoch = partial
+
+    def save_checkpoint(self, partial_epoch: dict | None = None) -> None:
+        if self.checkpoint_path is not None:
+            save_training_state(self.state_dict(partial_epoch), self.checkpoint_path)
+
+    def resume(self) -> None:
+        """Load the state saved at `checkpoint_path`."""
+        self.load_state_dict(load_training_state(self.checkpoint_path, self.device))
 
     def fit(
         self,
@@ -95,11 +179,9 @@ class Trainer:
         x = x.to(self.device, torch.float32)
         if progress is None:
             progress = sys.stderr.isatty()
-        generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
+        every = self.config.checkpoint_every
         for epoch in range(len(self.history), self.config.epochs):
-            start = time.perf_counter()
-            record = {"epoch": epoch + 1, **self.train_epoch(x, epoch, generator, progress)}
-            record["seconds"] = time.perf_counter() - start
+            record = {"epoch": epoch + 1, **self.train_epoch(x, epoch, progress)}
             if monitor is not None:
                 start = time.perf_counter()
                 record.update(monitor())
@@ -107,28 +189,84 @@ class Trainer:
             self.history.append(record)
             if on_epoch is not None:
                 on_epoch(record)
+            if every and ((epoch + 1) % every == 0 or epoch + 1 == self.config.epochs):
+                self.save_checkpoint()
         return self.history
 
-    def train_epoch(
-        self, x: torch.Tensor, epoch: int, generator: torch.Generator, progress: bool
-    ) -> dict:
-        """One pass over x in a seeded random order. Returns the mean of each loss term."""
+    def train_epoch(self, x: torch.Tensor, epoch: int, progress: bool = False) -> dict:
+        """One pass over x in a seeded random order (or the rest of an interrupted one).
+        Returns the mean of each loss term over the examples of the finite steps."""
         cfg = self.config
         tau = gumbel_temperature(cfg, epoch)
         self.model.train()
-        order = torch.randperm(len(x), generator=generator, device=self.device)
-        sums = torch.zeros(len(TERMS), device=self.device)
-        starts = range(0, len(x), cfg.batch_size)
+        if self._partial_epoch is not None:
+            partial, self._partial_epoch = self._partial_epoch, None
+        else:
+            partial = {
+                "order": torch.randperm(len(x), generator=self.generator, device=self.device),
+                "next": 0,  # the next step to take
+                "sums": torch.zeros(len(TERMS), device=self.device),  # terms summed over examples
+                "counted": 0,  # examples in `sums` (skipped steps are not)
+                "seconds": 0.0,
+            }
+        order, sums, counted = partial["order"], partial["sums"], partial["counted"]
+        started = time.perf_counter() - partial["seconds"]
+        steps = math.ceil(len(x) / cfg.batch_size)
         desc = f"epoch {epoch + 1}/{cfg.epochs}"
-        for start in tqdm(starts, desc=desc, leave=False, disable=not progress):
-            batch = x[order[start : start + cfg.batch_size]]
+        for step in tqdm(
+            range(partial["next"], steps), desc=desc, leave=False, disable=not progress
+        ):
+            if self.stop_requested:
+                elapsed = time.perf_counter() - started
+                position = {"next": step, "counted": counted, "seconds": elapsed}
+                self.save_checkpoint({**partial, **position})
+                raise TrainingInterrupted(self.stop_requested, epoch + 1, step, steps)
+            batch = x[order[step * cfg.batch_size : (step + 1) * cfg.batch_size]]
             terms = self.model(batch, temperature=tau, hard=cfg.gumbel_hard)
             loss = weighted_loss(terms, cfg.w_rec, cfg.w_gauss, cfg.w_cat)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if not self._finite_step(loss, terms, epoch + 1, step + 1):
+                continue
             self.optimizer.step()
-            with torch.no_grad():  # summed on the device: no host sync per step
+            with torch.no_grad():  # summed on the device, read once per epoch
                 sums += torch.stack([terms[t].sum() for t in TERMS])
-        means = dict(zip(TERMS, (sums / len(x)).tolist(), strict=True))
+            counted += len(batch)
+        means = dict(zip(TERMS, (sums / max(counted, 1)).tolist(), strict=True))
         loss = cfg.w_rec * means["rec"] + cfg.w_gauss * means["gauss"] + cfg.w_cat * means["cat"]
-        return {"loss": loss, **means, "tau": tau, "lr": self.optimizer.param_groups[0]["lr"]}
+        return {
+            "loss": loss,
+            **means,
+            "tau": tau,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "skipped_steps": self.skipped_steps,
+            "seconds": time.perf_counter() - started,
+        }
+
+    def _finite_step(
+        self, loss: torch.Tensor, terms: dict[str, torch.Tensor], epoch: int, step: int
+    ) -> bool:
+        """True when the loss and every gradient are finite. Otherwise, by policy, raise
+        NonFiniteError (stop) or count a skipped step and return False (skip)."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        finite = torch.isfinite(loss) & torch.isfinite(torch.nn.utils.get_total_norm(grads))
+        if finite.item():  # one host sync per step; free on the CPU
+            return True
+        bad = [t for t in TERMS if not torch.isfinite(terms[t]).all()]
+        what = f"loss term {bad[0]!r}" if bad else "gradient"
+        self.skipped_steps += 1
+        if self.config.on_nonfinite == "stop" or self.skipped_steps > self.config.max_skipped_steps:
+            self.optimizer.zero_grad(set_to_none=True)
+            path = self.checkpoint_path
+            kept = (
+                f"{path} was left as it was"
+                if path is not None and path.exists()
+                else "no checkpoint had been written"
+            )
+            raise NonFiniteError(
+                f"non-finite {what} in epoch {epoch}, step {step} (non-finite steps so far: "
+                f"{self.skipped_steps}, policy {self.config.on_nonfinite!r}); {kept}. "
+                "Try a lower --lr"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        return False

@@ -1,0 +1,154 @@
+"""Damaged files never crash, hang or run code: every loader answers with a GMVAEError (or, for
+damage that leaves a valid file, a result)."""
+
+import contextlib
+import gzip
+import io
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gmvae.checkpoint import load_model, load_training_state, save_model, save_training_state
+from gmvae.data import load_array, parse_idx, read_idx
+from gmvae.errors import GMVAEError
+from gmvae.model import GMVAENet, ModelConfig
+
+FUZZ = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+VALID_IDX = bytes([0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2]) + bytes(range(8))
+
+
+def damage(data: bytes, cut: int, flips: list[tuple[int, int]]) -> bytes:
+    """Truncate to `cut` bytes (when shorter) and xor a few bytes."""
+    out = bytearray(data[: max(0, cut)])
+    for position, mask in flips:
+        if out:
+            out[position % len(out)] ^= mask or 1
+    return bytes(out)
+
+
+DAMAGE = {
+    "cut": st.integers(0, 10_000),
+    "flips": st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=4),
+}
+
+
+@FUZZ
+@given(**DAMAGE)
+def test_damaged_idx_bytes_give_an_array_or_a_clear_error(cut, flips):
+    with contextlib.suppress(GMVAEError):
+        parse_idx(damage(VALID_IDX, cut, flips), "f")
+
+
+@FUZZ
+@given(**DAMAGE)
+def test_damaged_gzipped_idx_files_give_an_array_or_a_clear_error(tmp_path, cut, flips):
+    path = tmp_path / "x-idx3-ubyte.gz"
+    path.write_bytes(damage(gzip.compress(VALID_IDX), cut, flips))
+    with contextlib.suppress(GMVAEError):
+        read_idx(path)
+
+
+@FUZZ
+@given(**DAMAGE)
+def test_damaged_npy_files_give_an_array_or_a_clear_error(tmp_path, cut, flips):
+    buffer = io.BytesIO()
+    np.save(buffer, np.arange(2 * 784, dtype=np.float32).reshape(2, 784) / 2000)
+    path = tmp_path / "x.npy"
+    path.write_bytes(damage(buffer.getvalue(), cut, flips))
+    with contextlib.suppress(GMVAEError):
+        assert load_array(path, 784).shape[1] == 784
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    save_model(GMVAENet(ModelConfig(x_dim=16, image_shape=(4, 4), hidden_dim=8, z_dim=2)), folder)
+    return folder
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**12), 10**12) | st.floats() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=5,
+)
+
+
+@FUZZ
+@given(
+    field=st.sampled_from(
+        ["x_dim", "image_shape", "n_clusters", "z_dim", "hidden_dim", "likelihood", "unknown"]
+    ),
+    value=JSON_VALUES,
+)
+def test_tampered_model_config_is_refused_or_still_fits_the_weights(
+    model_folder, tmp_path, field, value
+):
+    meta = json.loads((model_folder / "config.json").read_text())
+    meta["model"][field] = value
+    folder = tmp_path / "m"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(meta))
+    (folder / "weights.safetensors").write_bytes(
+        (model_folder / "weights.safetensors").read_bytes()
+    )
+    try:
+        model = load_model(folder)
+    except GMVAEError:
+        return
+    assert model.config.x_dim == 16  # only harmless edits load
+
+
+@FUZZ
+@given(**DAMAGE)
+def test_damaged_weights_are_refused_or_load_finite(model_folder, tmp_path, cut, flips):
+    folder = tmp_path / "m"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text((model_folder / "config.json").read_text())
+    raw = (model_folder / "weights.safetensors").read_bytes()
+    (folder / "weights.safetensors").write_bytes(damage(raw, cut * 100, flips))
+    try:
+        model = load_model(folder)
+    except GMVAEError:
+        return
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@FUZZ
+@given(**DAMAGE)
+def test_damaged_training_checkpoints_are_a_clear_error(tmp_path, cut, flips):
+    path = tmp_path / "ckpt.pt"
+    state = {"model": {"w": torch.ones(3)}, "optimizer": {}, "history": [], "rng": {}}
+    save_training_state(state, path)
+    path.write_bytes(damage(path.read_bytes(), cut, flips))
+    with contextlib.suppress(GMVAEError):
+        load_training_state(path)
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (open, ("/tmp/gmvae-fuzz-code-ran", "w"))
+
+
+def test_a_checkpoint_carrying_code_is_refused_without_running_it(tmp_path):
+    marker = __import__("pathlib").Path("/tmp/gmvae-fuzz-code-ran")
+    marker.unlink(missing_ok=True)
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": RunsCode(), "optimizer": {}, "history": [], "rng": {}}, path)
+    marker.unlink(missing_ok=True)  # torch.save itself does not call it, but be sure
+    with pytest.raises(GMVAEError, match="unreadable or corrupt"):
+        load_training_state(path)
+    assert not marker.exists()
+    path.write_bytes(pickle.dumps(RunsCode(), protocol=2))
+    with pytest.raises(GMVAEError):
+        load_training_state(path)
+    assert not marker.exists()
