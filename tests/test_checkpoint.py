@@ -12,7 +12,16 @@ from gmvae.model import GMVAENet, ModelConfig
 @pytest.fixture
 def saved(tmp_path):
     torch.manual_seed(0)
-    model = GMVAENet(ModelConfig(x_dim=16, image_shape=(4, 4), n_clusters=3, z_dim=2, hidden_dim=8))
+    model = GMVAENet(
+        ModelConfig(
+            x_dim=16,
+            image_shape=(4, 4),
+            n_clusters=3,
+            z_dim=2,
+            hidden_dim=8,
+            likelihood="bernoulli",
+        )
+    )
     save_model(model, tmp_path / "model")
     return model, tmp_path / "model"
 

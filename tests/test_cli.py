@@ -119,8 +119,8 @@ def test_bad_inputs_fail_with_one_line_and_exit_code_2(run, tmp_path, capsys):
     np.save(tmp_path / "wide.npy", np.zeros((2, 100), dtype=np.float32))
     predict = ["predict", str(out), "--output", str(tmp_path / "p.csv"), "--input"]
     expect_error([*predict, str(tmp_path / "wide.npy")], capsys, "expects 784")
-    np.save(tmp_path / "big.npy", np.full((2, 784), 3.0, dtype=np.float32))
-    expect_error([*predict, str(tmp_path / "big.npy")], capsys, "outside [0, 1]")
+    np.save(tmp_path / "big.npy", np.full((2, 784), 300.0, dtype=np.float32))
+    expect_error([*predict, str(tmp_path / "big.npy")], capsys, "must lie in [0, 1] or [0, 255]")
     assert not (tmp_path / "p.csv").exists()
     expect_error(["evaluate", str(tmp_path)], capsys, "not a run folder")
     # Errors found before training leave no run folder behind.

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from gmvae.data import (
-    MNIST_FILES,
+    MNIST,
     VENDORED_MNIST,
-    download_mnist,
-    find_mnist,
-    load_array,
+    download_idx,
+    find_idx,
     load_mnist,
     parse_idx,
     read_idx,
+    read_inputs,
 )
 from gmvae.errors import GMVAEError
 
@@ -53,7 +53,7 @@ def test_vendored_mnist_loads_verified_with_the_standard_shapes():
 
 def copy_mnist(folder: Path) -> Path:
     folder.mkdir()
-    for name, _ in MNIST_FILES.values():
+    for name, _ in MNIST.files.values():
         shutil.copy(VENDORED_MNIST / f"{name}.gz", folder)
     return folder
 
@@ -71,35 +71,36 @@ def test_user_folder_with_a_corrupt_file_names_that_file(tmp_path):
 def test_user_folder_missing_a_file_names_what_was_expected_where(tmp_path):
     folder = copy_mnist(tmp_path / "mnist")
     (folder / "train-labels-idx1-ubyte.gz").unlink()
-    with pytest.raises(GMVAEError, match=f"train-labels-idx1-ubyte.*not found in {folder}"):
-        find_mnist(folder)
+    expected = f"mnist file train-labels-idx1-ubyte.*not found in {folder}"
+    with pytest.raises(GMVAEError, match=expected):
+        find_idx(MNIST, folder)
 
 
 def test_download_verifies_files_and_leaves_nothing_behind_on_failure(tmp_path):
     mirror = copy_mnist(tmp_path / "mirror")
     cache = tmp_path / "cache"
-    download_mnist(cache, mirrors=(mirror.as_uri() + "/",))
+    download_idx(MNIST, cache, mirrors=(mirror.as_uri() + "/",))
     assert sorted(p.name for p in cache.iterdir()) == sorted(p.name for p in mirror.iterdir())
-    assert find_mnist(cache) == cache
+    assert find_idx(MNIST, cache) == cache
 
     # A mirror serving a corrupt file: the download fails and no file is left in the cache.
     (mirror / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\0\0\x08\x01" + bytes(8)))
     empty = tmp_path / "empty"
     with pytest.raises(GMVAEError, match="could not download t10k-images-idx3-ubyte.gz"):
-        download_mnist(empty, mirrors=(mirror.as_uri() + "/",))
+        download_idx(MNIST, empty, mirrors=(mirror.as_uri() + "/",))
     assert not any(p.name.startswith("t10k-images") for p in empty.iterdir())
 
 
 def test_predict_input_npy_of_uint8_images_is_flattened_and_scaled(tmp_path):
     images = np.full((3, 28, 28), 255, dtype=np.uint8)
     np.save(tmp_path / "x.npy", images)
-    x = load_array(tmp_path / "x.npy", 784)
+    x = read_inputs(tmp_path / "x.npy", 784, images=True, scaling=None)[:]  # memory-mapped
     assert x.shape == (3, 784) and x.dtype == np.float32 and x.max() == 1.0
 
 
 def test_predict_input_idx_file_is_read(tmp_path):
     (tmp_path / "x-idx3-ubyte").write_bytes(idx_bytes(np.zeros((4, 28, 28), dtype=np.uint8)))
-    assert load_array(tmp_path / "x-idx3-ubyte", 784).shape == (4, 784)
+    assert read_inputs(tmp_path / "x-idx3-ubyte", 784, True, None).shape == (4, 784)
 
 
 @pytest.mark.parametrize(
@@ -107,19 +108,19 @@ def test_predict_input_idx_file_is_read(tmp_path):
     [
         (np.zeros((3, 10), dtype=np.float32), "10 features per row.*expects 784"),
         (np.full((2, 784), np.nan, dtype=np.float32), "NaN or infinite"),
-        (np.zeros((0, 784), dtype=np.float32), "expected \\(N, ...\\) rows"),
-        (np.full((2, 784), "a"), "expected numbers"),
+        (np.zeros((0, 784), dtype=np.float32), "is empty"),
+        (np.full((2, 784), "a"), "must hold numbers"),
     ],
 )
 def test_bad_predict_input_is_a_clear_error(tmp_path, array, message):
     np.save(tmp_path / "x.npy", array)
     with pytest.raises(GMVAEError, match=message):
-        load_array(tmp_path / "x.npy", 784)
+        read_inputs(tmp_path / "x.npy", 784, True, None)
 
 
 def test_missing_or_unreadable_predict_input_is_a_clear_error(tmp_path):
     with pytest.raises(GMVAEError, match="does not exist"):
-        load_array(tmp_path / "nothing.npy", 784)
+        read_inputs(tmp_path / "nothing.npy", 784, True, None)
     (tmp_path / "junk.npy").write_bytes(b"not numpy")
     with pytest.raises(GMVAEError, match="cannot read"):
-        load_array(tmp_path / "junk.npy", 784)
+        read_inputs(tmp_path / "junk.npy", 784, True, None)

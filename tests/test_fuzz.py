@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gmvae.checkpoint import load_model, load_training_state, save_model, save_training_state
-from gmvae.data import load_array, parse_idx, read_idx
+from gmvae.data import parse_idx, read_idx, read_inputs
 from gmvae.errors import GMVAEError
+from gmvae.files import read_data
 from gmvae.model import GMVAENet, ModelConfig
 
 FUZZ = settings(
@@ -63,14 +64,42 @@ def test_damaged_npy_files_give_an_array_or_a_clear_error(tmp_path, cut, flips):
     path = tmp_path / "x.npy"
     path.write_bytes(damage(buffer.getvalue(), cut, flips))
     with contextlib.suppress(GMVAEError):
-        assert load_array(path, 784).shape[1] == 784
+        assert read_inputs(path, 784, True, None).shape[1] == 784
+
+
+@FUZZ
+@given(**DAMAGE)
+def test_damaged_csv_files_give_a_table_or_a_clear_error(tmp_path, cut, flips):
+    path = tmp_path / "t.csv"
+    path.write_bytes(damage(b"a,b,label\n1.5,2,x\n3,4e2,y\n-1,0,x\n", cut, flips))
+    with contextlib.suppress(GMVAEError):
+        assert read_data(path, label_column="label").values.shape[1] == 2
+
+
+@FUZZ
+@given(**DAMAGE)
+def test_damaged_image_files_give_an_image_or_a_clear_error(tmp_path, cut, flips):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir(exist_ok=True)
+    buffer = io.BytesIO()
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).save(buffer, format="PNG")
+    (folder / "a.png").write_bytes(damage(buffer.getvalue(), cut, flips))
+    with contextlib.suppress(GMVAEError):
+        assert read_data(folder).values.shape[0] == 1
 
 
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model")
     torch.manual_seed(0)
-    save_model(GMVAENet(ModelConfig(x_dim=16, image_shape=(4, 4), hidden_dim=8, z_dim=2)), folder)
+    save_model(
+        GMVAENet(
+            ModelConfig(x_dim=16, image_shape=(4, 4), hidden_dim=8, z_dim=2, likelihood="bernoulli")
+        ),
+        folder,
+    )
     return folder
 
 

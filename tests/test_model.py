@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from torch.distributions import Bernoulli, Normal
+from torch.distributions import Bernoulli, Normal, kl_divergence
 
 from gmvae.losses import (
     categorical_kl_uniform,
@@ -14,6 +14,7 @@ from gmvae.model import GMVAENet, ModelConfig
 
 
 def small_model(**kwargs) -> GMVAENet:
+    kwargs.setdefault("likelihood", "bernoulli")
     torch.manual_seed(0)
     return GMVAENet(
         ModelConfig(x_dim=16, image_shape=(4, 4), n_clusters=3, z_dim=2, hidden_dim=8, **kwargs)
@@ -67,14 +68,13 @@ def test_terms_stay_finite_on_all_zero_and_all_one_images(likelihood):
     model = small_model(likelihood=likelihood)
     for x in (torch.zeros(4, 16), torch.ones(4, 16)):
         assert all(torch.isfinite(t).all() for t in model(x, temperature=0.5).values())
-        assert torch.isfinite(model.elbo(x)).all()
+        assert torch.isfinite(model.elbo(x, torch.randn(3, 2))).all()
 
 
-def test_elbo_weights_each_one_hot_cluster_by_q_y_given_x(monkeypatch):
-    """Against a plain loop over clusters, with z fixed at its mean (noise switched off)."""
+def test_elbo_weights_each_one_hot_cluster_by_q_y_given_x():
+    """Against a plain loop over clusters and torch.distributions, with the noise at zero."""
     model = small_model().eval()
     x = torch.rand(5, 16)
-    monkeypatch.setattr(torch, "randn_like", torch.zeros_like)
     with torch.no_grad():
         q = model.cluster_logits(x).softmax(-1)
         expected = -categorical_kl_uniform(model.cluster_logits(x))
@@ -82,13 +82,20 @@ def test_elbo_weights_each_one_hot_cluster_by_q_y_given_x(monkeypatch):
             y = torch.nn.functional.one_hot(torch.full((5,), k), 3).float()
             mean, var = model.encode_z(x, y)
             prior_mean, prior_var = model.prior(y)
-            per_x = (
-                -reconstruction_nll(x, model.decode(mean), "bernoulli")
-                + gaussian_log_density(mean, prior_mean, prior_var)
-                - gaussian_log_density(mean, mean, var)
-            )
+            kl = kl_divergence(Normal(mean, var.sqrt()), Normal(prior_mean, prior_var.sqrt()))
+            per_x = -reconstruction_nll(x, model.decode(mean), "bernoulli") - kl.sum(-1)
             expected += q[:, k] * per_x
-        torch.testing.assert_close(model.elbo(x), expected)
+        torch.testing.assert_close(model.elbo(x, torch.zeros(3, 2)), expected)
+
+
+def test_elbo_of_an_example_does_not_depend_on_its_batch():
+    model = small_model().eval()
+    x = torch.rand(6, 16)
+    noise = torch.randn(3, 2)
+    with torch.no_grad():
+        whole = model.elbo(x, noise)
+        torch.testing.assert_close(model.elbo(x.flip(0), noise), whole.flip(0))
+        torch.testing.assert_close(model.elbo(x[2:4], noise), whole[2:4])
 
 
 def test_unknown_likelihood_is_rejected():

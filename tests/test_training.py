@@ -20,7 +20,9 @@ from gmvae.training import (
 
 def train_digits(x: np.ndarray, seed: int, epochs: int) -> Trainer:
     torch.manual_seed(seed)
-    model = GMVAENet(ModelConfig(x_dim=64, image_shape=(8, 8), z_dim=8, hidden_dim=128))
+    model = GMVAENet(
+        ModelConfig(x_dim=64, image_shape=(8, 8), z_dim=8, hidden_dim=128, likelihood="bernoulli")
+    )
     trainer = Trainer(
         model, TrainConfig(epochs=epochs, batch_size=64, seed=seed), torch.device("cpu")
     )
@@ -47,7 +49,7 @@ def test_device_names_resolve_or_fail_clearly():
 
 
 def test_invalid_settings_are_rejected_before_training():
-    model = GMVAENet(ModelConfig(x_dim=4, image_shape=None, hidden_dim=4))
+    model = GMVAENet(ModelConfig(x_dim=4, image_shape=None, hidden_dim=4, likelihood="gaussian"))
     with pytest.raises(GMVAEError, match="at least 1"):
         Trainer(model, TrainConfig(batch_size=0), torch.device("cpu"))
     with pytest.raises(GMVAEError, match="positive"):
@@ -80,7 +82,7 @@ def test_monitor_and_epoch_callbacks_see_every_epoch(digits):
     x = digits[0][:200]
     torch.manual_seed(0)
     trainer = Trainer(
-        GMVAENet(ModelConfig(x_dim=64, image_shape=(8, 8), hidden_dim=16)),
+        GMVAENet(ModelConfig(x_dim=64, image_shape=(8, 8), hidden_dim=16, likelihood="bernoulli")),
         TrainConfig(epochs=3),
         torch.device("cpu"),
     )
@@ -92,7 +94,9 @@ def test_monitor_and_epoch_callbacks_see_every_epoch(digits):
 
 def tiny_trainer(tmp_path, **config) -> Trainer:
     torch.manual_seed(0)
-    model = GMVAENet(ModelConfig(x_dim=64, image_shape=(8, 8), z_dim=4, hidden_dim=32))
+    model = GMVAENet(
+        ModelConfig(x_dim=64, image_shape=(8, 8), z_dim=4, hidden_dim=32, likelihood="bernoulli")
+    )
     settings = {"epochs": 3, "batch_size": 50, **config}
     return Trainer(model, TrainConfig(**settings), torch.device("cpu"), tmp_path / "ckpt.pt")
 

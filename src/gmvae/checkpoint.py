@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save
 from gmvae import __version__
 from gmvae.errors import GMVAEError
 from gmvae.model import GMVAENet, ModelConfig
+from gmvae.preprocessing import Scaling
 
 MODEL_FORMAT = "gmvae-model"
 MODEL_FORMAT_VERSION = 1
@@ -59,8 +60,8 @@ def read_json(path: Path) -> dict:
     return obj
 
 
-def save_model(model: GMVAENet, folder: Path) -> None:
-    """Write `folder`/weights.safetensors and `folder`/config.json."""
+def save_model(model: GMVAENet, folder: Path, scaling: Scaling | None = None) -> None:
+    """Write `folder`/weights.safetensors and `folder`/config.json (with the input scaling)."""
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(folder / WEIGHTS_FILE, save(weights))
     write_json(
@@ -70,8 +71,15 @@ def save_model(model: GMVAENet, folder: Path) -> None:
             "format_version": MODEL_FORMAT_VERSION,
             "gmvae_version": __version__,
             "model": model.config.to_dict(),
+            "scaling": None if scaling is None else scaling.to_dict(),
         },
     )
+
+
+def load_scaling(folder: Path) -> Scaling | None:
+    """The input scaling saved beside a model (None: inputs are used as they are)."""
+    saved = read_json(folder / CONFIG_FILE).get("scaling")
+    return None if saved is None else Scaling.from_dict(saved)
 
 
 def load_model(folder: Path, device: torch.device | str = "cpu") -> GMVAENet:

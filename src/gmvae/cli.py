@@ -77,6 +77,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="auto")
     predict.set_defaults(func=cmd_predict)
 
+    datasets = commands.add_parser("datasets", help="list the named datasets and where they are")
+    datasets.set_defaults(func=cmd_datasets)
+
+    select = commands.add_parser("select-k", help="train a short model per K and compare them")
+    select.add_argument("--data", default="mnist", help="a named dataset or a file")
+    select.add_argument("--data-dir")
+    select.add_argument("--label-column")
+    select.add_argument("--k", default="2-20", help="the K to try: 2-20, or 5,10,15")
+    select.add_argument("--epochs", type=int, default=10)
+    select.add_argument("--train-subset", type=int, help="use only the first N examples")
+    select.add_argument("--seed", type=int, default=0)
+    select.add_argument("--device", default="auto")
+    select.add_argument("--out", type=Path, required=True, help="folder for the table and plot")
+    select.set_defaults(func=cmd_select_k)
+
     sample = commands.add_parser("sample", help="images generated per cluster, as a PNG grid")
     sample.add_argument("run", type=Path)
     sample.add_argument("--per-cluster", type=int, default=10)
@@ -109,7 +124,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         out = args.out
         if out is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            name = f"{config.data.dataset}-{config.preset}-seed{config.train.seed}-{stamp}"
+            name = f"{Path(config.data.data).stem}-{config.preset}-seed{config.train.seed}-{stamp}"
             out = Path("runs") / name
         run_experiment(config, out, command=["gmvae", *args.argv])
     except TrainingInterrupted as stop:
@@ -135,23 +150,30 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     model = _load_run(args.run, args.device)
     saved = read_json(args.run / "config.json")
-    data_config = DataConfig(**saved["data"])
+    try:
+        data_config = DataConfig(**saved["data"])
+        seed = saved["train"]["seed"]
+    except (KeyError, TypeError) as err:
+        raise GMVAEError(
+            f"{args.run / 'config.json'} is not a compatible run config: {err}"
+        ) from None
     if args.data_dir:
         data_config = dataclasses.replace(data_config, data_dir=args.data_dir)
-    data = load_data(data_config)
-    scores, _ = evaluate(model, data.x_test, data.y_test, seed=saved["train"]["seed"])
+    data = load_data(data_config, seed)
+    scores, _ = evaluate(model, data.x_test, data.y_test, seed=seed)
     print(format_table(scores, "test"))
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from gmvae import inference
-    from gmvae.checkpoint import atomic_write
-    from gmvae.data import load_array
+    from gmvae.checkpoint import atomic_write, load_scaling, read_json
+    from gmvae.data import read_inputs
 
     model = _load_run(args.run, args.device)
-    x = load_array(args.input, model.config.x_dim)
-    if model.config.likelihood == "bernoulli" and (x.min() < 0 or x.max() > 1):
-        raise GMVAEError(f"{args.input} has values outside [0, 1]; this model is Bernoulli")
+    label_column = read_json(args.run / "config.json").get("data", {}).get("label_column")
+    scaling = load_scaling(args.run / "model")
+    images = model.config.image_shape is not None
+    x = read_inputs(args.input, model.config.x_dim, images, scaling, label_column)
     probs = inference.cluster_probabilities(model, x)
     k = probs.shape[1]
     buffer = io.StringIO()
@@ -176,6 +198,42 @@ def cmd_sample(args: argparse.Namespace) -> None:
     grid = images.reshape(k, args.per_cluster, -1)
     plots.plot_generated(grid, rows, model.config.image_shape, args.output)
     print(f"wrote {args.output}")
+
+
+def cmd_datasets(args: argparse.Namespace) -> None:
+    from gmvae.data import dataset_status
+
+    for name, where in dataset_status():
+        print(f"{name:<15} {where}")
+
+
+def parse_k_range(text: str) -> list[int]:
+    """'2-20' -> 2..20; '5,10,15' -> [5, 10, 15]."""
+    try:
+        if "-" in text:
+            low, high = (int(v) for v in text.split("-"))
+            values = list(range(low, high + 1))
+        else:
+            values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise GMVAEError(f"--k {text!r}: expected a range like 2-20 or a list like 5,10") from None
+    if not values or min(values) < 1:
+        raise GMVAEError(f"--k {text!r}: expected positive numbers of clusters")
+    return values
+
+
+def cmd_select_k(args: argparse.Namespace) -> None:
+    from gmvae.experiment import DataConfig, load_data
+    from gmvae.selection import select_k
+
+    config = DataConfig(
+        data=args.data,
+        data_dir=args.data_dir,
+        label_column=args.label_column,
+        train_subset=args.train_subset,
+    )
+    ks = parse_k_range(args.k)
+    select_k(load_data(config, args.seed), ks, args.epochs, args.seed, args.device, args.out)
 
 
 def main(argv: list[str] | None = None) -> None:

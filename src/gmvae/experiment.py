@@ -28,10 +28,11 @@ import torch
 
 from gmvae import __version__, inference, plots
 from gmvae.checkpoint import atomic_write, read_json, save_model, write_json
-from gmvae.data import DATASETS, Dataset, load_dataset
+from gmvae.data import NAMED_DATASETS, Dataset, open_dataset
 from gmvae.errors import GMVAEError
 from gmvae.metrics import clustering_scores, contingency, hungarian_match, usage_entropy
 from gmvae.model import GMVAENet, ModelConfig
+from gmvae.preprocessing import ScaledRows, value_range
 from gmvae.training import TrainConfig, Trainer, resolve_device
 
 # The reference project's settings are the dataclass defaults (K=10, z_dim=64, width 512,
@@ -45,12 +46,22 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 @dataclass
 class DataConfig:
-    dataset: str = field(
-        default="mnist", metadata={"help": "named dataset", "choices": tuple(DATASETS)}
+    data: str = field(
+        default="mnist",
+        metadata={
+            "help": f"a named dataset ({', '.join(NAMED_DATASETS)}) or a file (.npy, .npz, "
+            ".csv, .tsv, .parquet, IDX) or folder of images"
+        },
     )
     data_dir: str | None = field(
-        default=None, metadata={"help": "folder holding the dataset's files (default: vendored)"}
+        default=None, metadata={"help": "folder holding a named dataset's files"}
     )
+    label_column: str | None = field(
+        default=None, metadata={"help": "a table's label column, used for evaluation only"}
+    )
+    blobs_samples: int = field(default=1000, metadata={"help": "blobs: number of samples"})
+    blobs_features: int = field(default=2, metadata={"help": "blobs: number of features"})
+    blobs_centers: int = field(default=3, metadata={"help": "blobs: number of centers"})
     train_subset: int | None = field(
         default=None, metadata={"help": "use only the first N training images (quick runs)"}
     )
@@ -81,19 +92,29 @@ class ExperimentConfig:
         return cls(preset=name, **sections)
 
 
-def load_data(config: DataConfig) -> Dataset:
+def load_data(config: DataConfig, seed: int = 0) -> Dataset:
     """The dataset, cut to the configured subsets."""
-    data = load_dataset(config.dataset, Path(config.data_dir) if config.data_dir else None)
     for name in ("train_subset", "test_subset"):
         if getattr(config, name) is not None and getattr(config, name) < 1:
             raise GMVAEError(f"{name} must be at least 1")
-    train, test = slice(config.train_subset), slice(config.test_subset)
+    data = open_dataset(
+        config.data,
+        Path(config.data_dir) if config.data_dir else None,
+        config.label_column,
+        (config.blobs_samples, config.blobs_features, config.blobs_centers),
+        seed,
+    )
+
+    def cut(array, n):  # slicing ScaledRows would read the whole file: only cut when asked
+        return array if array is None or n is None else array[:n]
+
+    n_train, n_test = config.train_subset, config.test_subset
     return replace(
         data,
-        x_train=data.x_train[train],
-        y_train=data.y_train[train],
-        x_test=data.x_test[test],
-        y_test=data.y_test[test],
+        x_train=cut(data.x_train, n_train),
+        y_train=cut(data.y_train, n_train),
+        x_test=cut(data.x_test, n_test),
+        y_test=cut(data.y_test, n_test),
     )
 
 
@@ -156,14 +177,14 @@ def write_metrics(path: Path, history: list[dict]) -> None:
 
 
 def evaluate(
-    model: GMVAENet, x: np.ndarray, labels: np.ndarray, seed: int = 0
+    model: GMVAENet, x: np.ndarray, labels: np.ndarray | None, seed: int = 0
 ) -> tuple[dict, np.ndarray]:
-    """Scores on (x, labels): ACC/NMI/ARI (percent), mean ELBO (nats), cluster-usage entropy;
-    and the cluster of each example."""
+    """Scores on x: mean ELBO (nats), cluster-usage entropy, and with labels ACC/NMI/ARI
+    (percent); and the cluster of each example."""
     clusters = inference.cluster_probabilities(model, x).argmax(1)
     k = model.config.n_clusters
     scores = {
-        **clustering_scores(labels, clusters, k),
+        **(clustering_scores(labels, clusters, k) if labels is not None else {}),
         "elbo": float(inference.elbo(model, x, seed=seed).mean()),
         "usage_entropy": usage_entropy(clusters, k),
     }
@@ -171,7 +192,7 @@ def evaluate(
 
 
 def format_table(scores: dict, title: str) -> str:
-    keys = ("acc", "nmi", "ari")
+    keys = [k for k in ("acc", "nmi", "ari") if k in scores]
     header = f"{title:<10}" + "".join(f"{k.upper():>8}" for k in keys) + f"{'ELBO':>10}"
     row = f"{'':<10}" + "".join(f"{scores[k]:8.2f}" for k in keys) + f"{scores['elbo']:10.2f}"
     return f"{header}\n{row}"
@@ -188,8 +209,11 @@ def run_experiment(
     check_run_folder(out)  # cheap checks first, the folder is made only when all pass
     device = resolve_device(config.train.device)
     config.train.validate()
-    data = load_data(config.data)
-    model_config = replace(config.model, x_dim=data.x_train.shape[1], image_shape=data.image_shape)
+    data = load_data(config.data, config.train.seed)
+    low, high = value_range(data.x_train)
+    model_config = config.model.resolve(
+        data.x_train.shape[1], data.image_shape, unit_range=low >= 0 and high <= 1
+    )
     model_config.validate()
     if len(data.x_train) < model_config.n_clusters:
         raise GMVAEError(
@@ -233,7 +257,7 @@ def resume_experiment(out: Path, device: str | None = None, progress: bool | Non
         raise GMVAEError(f"{out / CONFIG_FILE} is not a gmvae run config: {err}") from None
     if device is not None:
         train_config = replace(train_config, device=device)
-    data = load_data(data_config)
+    data = load_data(data_config, train_config.seed)
     trainer = Trainer(
         GMVAENet(model_config),
         train_config,
@@ -272,32 +296,34 @@ def train_and_report(
     model, config = trainer.model, trainer.config
     k = model.config.n_clusters
     monitor_x = data.x_train[: data_config.monitor_size]
-    monitor_y = data.y_train[: data_config.monitor_size]
+    monitor_y = None if data.y_train is None else data.y_train[: data_config.monitor_size]
 
     def monitor() -> dict:
         clusters = inference.cluster_probabilities(model, monitor_x).argmax(1)
         return {
-            **clustering_scores(monitor_y, clusters, k),
+            **(clustering_scores(monitor_y, clusters, k) if monitor_y is not None else {}),
             "usage_entropy": usage_entropy(clusters, k),
         }
 
     def on_epoch(row: dict) -> None:
         write_metrics(out / "metrics.csv", trainer.history)
+        scores = "".join(f"  {k} {row[k]:5.1f}" for k in ("acc", "nmi", "ari") if k in row)
         print(
             f"epoch {row['epoch']:>3}/{config.epochs}  loss {row['loss']:9.3f}  "
-            f"tau {row['tau']:.3f}  acc {row['acc']:5.1f}  nmi {row['nmi']:5.1f}  "
-            f"ari {row['ari']:5.1f}  usage {row['usage_entropy']:.2f}  {row['seconds']:.1f}s",
+            f"tau {row['tau']:.3f}{scores}  usage {row['usage_entropy']:.2f}  "
+            f"{row['seconds']:.1f}s",
             flush=True,
         )
 
     with stop_on_signals(trainer):
-        history = trainer.fit(torch.as_tensor(data.x_train), monitor, on_epoch, progress)
+        x = data.x_train if isinstance(data.x_train, ScaledRows) else torch.as_tensor(data.x_train)
+        history = trainer.fit(x, monitor, on_epoch, progress)
     train_seconds = sum(row["seconds"] for row in history)
-    save_model(model, out / "model")
+    save_model(model, out / "model", data.scaling)
 
     scores, clusters = evaluate(model, data.x_test, data.y_test, seed=config.seed)
-    table = contingency(clusters, data.y_test, k)
-    match = hungarian_match(table)
+    table = None if data.y_test is None else contingency(clusters, data.y_test, k)
+    match = {} if table is None else hungarian_match(table)
     results = {
         "test": scores,
         "train_seconds": train_seconds,
@@ -319,24 +345,25 @@ def write_figures(
     data: Dataset,
     history: list[dict],
     clusters: np.ndarray,
-    table: np.ndarray,
+    table: np.ndarray | None,
     match: dict[int, int],
     out: Path,
     seed: int,
 ) -> None:
-    """The run's PNG figures; image figures only for image data."""
+    """The run's PNG figures: scores and contingency only with labels, images only for
+    image data."""
     k = model.config.n_clusters
     # Clusters in the order of the label they match (cluster for digit 0 first), then the rest.
     order = sorted(range(k), key=lambda c: (match.get(c, k), c))
-    plots.plot_scores(history, out / "scores.png")
     plots.plot_losses(history, out / "losses.png")
     n = min(TSNE_POINTS, len(data.x_test))
     latent = inference.latent_means(model, data.x_test[:n])
     rank = np.argsort(order)  # cluster -> its row in `order`, i.e. its matched label when K = C
-    plots.plot_latent_tsne(
-        latent, data.y_test[:n], rank[clusters[:n]], out / "latent_tsne.png", seed
-    )
-    plots.plot_contingency(table, order, out / "contingency.png")
+    labels = None if data.y_test is None else data.y_test[:n]
+    plots.plot_latent_tsne(latent, labels, rank[clusters[:n]], out / "latent_tsne.png", seed)
+    if table is not None:
+        plots.plot_scores(history, out / "scores.png")
+        plots.plot_contingency(table, order, out / "contingency.png")
     if data.image_shape is None:
         return
     originals = data.x_test[:16]
@@ -344,7 +371,7 @@ def write_figures(
     plots.plot_reconstructions(originals, recon, data.image_shape, out / "reconstructions.png")
     per_row = 10
     generated = inference.sample(model, np.repeat(order, per_row), seed=seed)
-    labels = [f"cluster {c} → {match[c]}" if c in match else f"cluster {c}" for c in order]
+    names = [f"cluster {c} → {match[c]}" if c in match else f"cluster {c}" for c in order]
     plots.plot_generated(
-        generated.reshape(k, per_row, -1), labels, data.image_shape, out / "generated.png"
+        generated.reshape(k, per_row, -1), names, data.image_shape, out / "generated.png"
     )

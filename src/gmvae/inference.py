@@ -10,8 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from gmvae.model import GMVAENet
+from gmvae.preprocessing import ScaledRows
 
 EVAL_BATCH = 2048
+ArrayLike = np.ndarray | torch.Tensor | ScaledRows
 
 
 def _device(model: GMVAENet) -> torch.device:
@@ -20,7 +22,7 @@ def _device(model: GMVAENet) -> torch.device:
 
 @torch.inference_mode()
 def _batched(
-    model: GMVAENet, x: np.ndarray | torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]
+    model: GMVAENet, x: ArrayLike, fn: Callable[[torch.Tensor], torch.Tensor]
 ) -> np.ndarray:
     """Apply `fn` to slices of x on the model's device and concatenate the results."""
     model.eval()
@@ -28,16 +30,17 @@ def _batched(
     outputs = []
     for start in range(0, len(x), EVAL_BATCH):
         batch = torch.as_tensor(np.asarray(x[start : start + EVAL_BATCH]), dtype=torch.float32)
+        # (x may be an array, a tensor or ScaledRows over a memory-mapped file)
         outputs.append(fn(batch.to(device)).float().cpu())
     return torch.cat(outputs).numpy()
 
 
-def cluster_probabilities(model: GMVAENet, x: np.ndarray | torch.Tensor) -> np.ndarray:
+def cluster_probabilities(model: GMVAENet, x: ArrayLike) -> np.ndarray:
     """q(y|x): (N, D) -> (N, K)."""
     return _batched(model, x, lambda b: model.cluster_logits(b).softmax(-1))
 
 
-def latent_means(model: GMVAENet, x: np.ndarray | torch.Tensor) -> np.ndarray:
+def latent_means(model: GMVAENet, x: ArrayLike) -> np.ndarray:
     """E[z|x] under q(z|x, y = most probable cluster): (N, D) -> (N, Z)."""
 
     def fn(b: torch.Tensor) -> torch.Tensor:
@@ -46,7 +49,7 @@ def latent_means(model: GMVAENet, x: np.ndarray | torch.Tensor) -> np.ndarray:
     return _batched(model, x, fn)
 
 
-def reconstruct(model: GMVAENet, x: np.ndarray | torch.Tensor) -> np.ndarray:
+def reconstruct(model: GMVAENet, x: ArrayLike) -> np.ndarray:
     """E[x|z] at z = E[z|x]: (N, D) -> (N, D)."""
 
     def fn(b: torch.Tensor) -> torch.Tensor:
@@ -56,11 +59,13 @@ def reconstruct(model: GMVAENet, x: np.ndarray | torch.Tensor) -> np.ndarray:
     return _batched(model, x, fn)
 
 
-def elbo(model: GMVAENet, x: np.ndarray | torch.Tensor, seed: int = 0) -> np.ndarray:
-    """Per-example ELBO in nats, (N, D) -> (N,); `seed` fixes the z samples."""
-    with torch.random.fork_rng(devices=[] if _device(model).type == "cpu" else [_device(model)]):
-        torch.manual_seed(seed)
-        return _batched(model, x, model.elbo)
+def elbo(model: GMVAENet, x: ArrayLike, seed: int = 0) -> np.ndarray:
+    """Per-example ELBO in nats, (N, D) -> (N,). `seed` draws the (K, Z) noise behind the z
+    samples, shared by all examples: the result does not depend on order or batching."""
+    shape = (model.config.n_clusters, model.config.z_dim)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    noise = noise.to(_device(model))
+    return _batched(model, x, lambda b: model.elbo(b, noise))
 
 
 @torch.inference_mode()

@@ -31,6 +31,14 @@ def gaussian_log_density(z: torch.Tensor, mean: torch.Tensor, var: torch.Tensor)
     return -0.5 * (math.log(2 * math.pi) + var.log() + (z - mean).pow(2) / var).sum(-1)
 
 
+def gaussian_kl(
+    mean: torch.Tensor, var: torch.Tensor, prior_mean: torch.Tensor, prior_var: torch.Tensor
+) -> torch.Tensor:
+    """KL(N(mean, var) || N(prior_mean, prior_var)), diagonal, summed over the last dim -> (N,)."""
+    ratio = var / prior_var
+    return 0.5 * (ratio - 1 - ratio.log() + (mean - prior_mean).pow(2) / prior_var).sum(-1)
+
+
 def categorical_kl_uniform(logits: torch.Tensor) -> torch.Tensor:
     """KL(softmax(logits) || uniform over K) = sum q log q + log K. (N, K) -> (N,)."""
     log_q = F.log_softmax(logits, dim=-1)

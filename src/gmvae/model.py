@@ -5,7 +5,8 @@ Shapes: N examples, D = x_dim features, K = n_clusters, Z = z_dim.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -15,12 +16,14 @@ from gmvae.errors import GMVAEError
 from gmvae.losses import (
     LIKELIHOODS,
     categorical_kl_uniform,
+    gaussian_kl,
     gaussian_log_density,
     reconstruction_nll,
 )
 
 # Variances come out of a softplus; this floor keeps log(var) and 1/var finite.
 MIN_VARIANCE = 1e-6
+ARCHITECTURES = ("mlp", "conv")
 
 
 @dataclass
@@ -28,13 +31,25 @@ class ModelConfig:
     """Everything needed to rebuild the network; saved as JSON beside the weights."""
 
     x_dim: int = 784
-    image_shape: tuple[int, int] | None = (28, 28)
+    image_shape: tuple[int, ...] | None = (28, 28)  # (H, W) or (C, H, W); None for tables
     n_clusters: int = field(default=10, metadata={"help": "number of clusters K"})
     z_dim: int = field(default=64, metadata={"help": "size of the Gaussian latent z"})
     hidden_dim: int = field(default=512, metadata={"help": "width of every hidden layer"})
     likelihood: str = field(
-        default="bernoulli",
-        metadata={"help": "p(x|z): bernoulli (BCE) or gaussian (MSE)", "choices": LIKELIHOODS},
+        default="auto",
+        metadata={
+            "help": "p(x|z): bernoulli (BCE), gaussian (MSE), or auto: bernoulli for data in "
+            "[0, 1] (images), gaussian otherwise (standardised tables)",
+            "choices": ("auto", *LIKELIHOODS),
+        },
+    )
+    architecture: str = field(
+        default="mlp",
+        metadata={
+            "help": "mlp (the reference), conv (convolutional encoders and decoder, images "
+            "only), or auto: conv for images, mlp for tables",
+            "choices": ("auto", *ARCHITECTURES),
+        },
     )
 
     @classmethod
@@ -47,15 +62,40 @@ class ModelConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def resolve(
+        self, x_dim: int, image_shape: tuple[int, ...] | None, unit_range: bool
+    ) -> ModelConfig:
+        """This config fitted to data: its size and shape, and "auto" choices made.
+        `unit_range`: every value lies in [0, 1]."""
+        likelihood = self.likelihood
+        if likelihood == "auto":
+            likelihood = "bernoulli" if unit_range else "gaussian"
+        elif likelihood == "bernoulli" and not unit_range:
+            raise GMVAEError("a bernoulli likelihood needs data in [0, 1]; use gaussian or auto")
+        architecture = self.architecture
+        if architecture == "auto":
+            architecture = "conv" if image_shape is not None else "mlp"
+        return replace(
+            self,
+            x_dim=x_dim,
+            image_shape=image_shape,
+            likelihood=likelihood,
+            architecture=architecture,
+        )
+
     def validate(self) -> None:
         if self.likelihood not in LIKELIHOODS:
             raise GMVAEError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        if self.architecture not in ARCHITECTURES:
+            raise GMVAEError(f"architecture must be one of {ARCHITECTURES}")
+        if self.architecture == "conv" and self.image_shape is None:
+            raise GMVAEError("the conv architecture needs images; use mlp for tables")
         sizes = {k: getattr(self, k) for k in ("x_dim", "n_clusters", "z_dim", "hidden_dim")}
         if min(sizes.values()) < 1:
             raise GMVAEError(f"sizes must be at least 1: {sizes}")
         shape = self.image_shape
-        if shape is not None and (len(shape) != 2 or shape[0] * shape[1] != self.x_dim):
-            raise GMVAEError(f"image_shape {shape} does not hold x_dim = {self.x_dim} pixels")
+        if shape is not None and (len(shape) not in (2, 3) or math.prod(shape) != self.x_dim):
+            raise GMVAEError(f"image_shape {shape} does not hold x_dim = {self.x_dim} values")
 
 
 def mlp(*sizes: int) -> nn.Sequential:
@@ -68,19 +108,77 @@ def mlp(*sizes: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _channels_first(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    return (1, *shape) if len(shape) == 2 else shape
+
+
+class ConvTrunk(nn.Module):
+    """Images (N, C*H*W) -> features (N, out): two stride-2 3x3 convolutions, then a linear
+    layer. Each convolution halves H and W, rounding up, so any size works."""
+
+    def __init__(self, image_shape: tuple[int, ...], out: int):
+        super().__init__()
+        self.shape = _channels_first(image_shape)
+        c, h, w = self.shape
+        self.convs = nn.Sequential(
+            nn.Conv2d(c, 32, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        area = math.ceil(math.ceil(h / 2) / 2) * math.ceil(math.ceil(w / 2) / 2)
+        self.linear = nn.Sequential(nn.Linear(64 * area, out), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.convs(x.view(-1, *self.shape)))
+
+
+class ConvDecoder(nn.Module):
+    """z (N, Z) -> (N, C*H*W): linear layers to a 64-channel map of a quarter of the size, then
+    two stride-2 transposed convolutions; the result is cropped to H x W."""
+
+    def __init__(self, image_shape: tuple[int, ...], z_dim: int, hidden: int):
+        super().__init__()
+        self.shape = _channels_first(image_shape)
+        c, h, w = self.shape
+        self.grid = (64, math.ceil(math.ceil(h / 2) / 2), math.ceil(math.ceil(w / 2) / 2))
+        self.linear = nn.Sequential(
+            nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, math.prod(self.grid)), nn.ReLU()
+        )
+        self.deconvs = nn.Sequential(
+            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(32, c, 4, stride=2, padding=1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        c, h, w = self.shape
+        maps = self.deconvs(self.linear(z).view(-1, *self.grid))
+        return maps[:, :, :h, :w].reshape(len(z), c * h * w)
+
+
 class GMVAENet(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         config.validate()
         self.config = config
         d, h, k, z = config.x_dim, config.hidden_dim, config.n_clusters, config.z_dim
-        self.y_encoder = mlp(d, h, h, k)  # x -> logits of q(y|x)
-        self.z_encoder = nn.Sequential(mlp(d + k, h, h), nn.ReLU())  # (x, y) -> features
+        if config.architecture == "mlp":
+            self.y_encoder = mlp(d, h, h, k)  # x -> logits of q(y|x)
+            self.z_trunk = nn.Identity()  # y joins x at the input, as in the reference
+            z_input = d
+            self.decoder = mlp(z, h, h, d)  # z -> logits (bernoulli) or mean (gaussian)
+        else:
+            self.y_encoder = nn.Sequential(ConvTrunk(config.image_shape, h), nn.Linear(h, k))
+            self.z_trunk = ConvTrunk(config.image_shape, h)  # y joins the image features
+            z_input = h
+            self.decoder = ConvDecoder(config.image_shape, z, h)
+        self.z_encoder = nn.Sequential(mlp(z_input + k, h, h), nn.ReLU())  # (x, y) -> features
         self.z_mean = nn.Linear(h, z)
         self.z_var = nn.Linear(h, z)
         self.prior_mean = nn.Linear(k, z)  # y -> mean of p(z|y)
         self.prior_var = nn.Linear(k, z)
-        self.decoder = mlp(z, h, h, d)  # z -> logits (bernoulli) or mean (gaussian) of p(x|z)
 
     def cluster_logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N, D) -> (N, K) logits of q(y|x)."""
@@ -88,7 +186,7 @@ class GMVAENet(nn.Module):
 
     def encode_z(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z|x,y): x (N, D), y (N, K) one-hot or relaxed -> mean, variance (N, Z)."""
-        features = self.z_encoder(torch.cat([x, y], dim=-1))
+        features = self.z_encoder(torch.cat([self.z_trunk(x), y], dim=-1))
         return self.z_mean(features), F.softplus(self.z_var(features)) + MIN_VARIANCE
 
     def prior(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,9 +210,6 @@ class GMVAENet(nn.Module):
         """
         logits = self.cluster_logits(x)
         y = F.gumbel_softmax(logits, tau=temperature, hard=hard)
-        return {**self._z_terms(x, y), "cat": categorical_kl_uniform(logits)}
-
-    def _z_terms(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         mean, var = self.encode_z(x, y)
         z = mean + var.sqrt() * torch.randn_like(mean)
         prior_mean, prior_var = self.prior(y)
@@ -122,19 +217,26 @@ class GMVAENet(nn.Module):
             "rec": reconstruction_nll(x, self.decode(z), self.config.likelihood),
             "gauss": gaussian_log_density(z, mean, var)
             - gaussian_log_density(z, prior_mean, prior_var),
+            "cat": categorical_kl_uniform(logits),
         }
 
-    def elbo(self, x: torch.Tensor) -> torch.Tensor:
+    def elbo(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The evidence lower bound per example, (N, D) -> (N,), exact in y.
 
-        Sums over the K one-hot values of y weighted by q(y|x) (no relaxation) with one
-        reparameterised sample of z for each: E_q(y|x)[log p(x|z) + log p(z|y) - log q(z|x,y)]
-        - KL(q(y|x) || p(y)), p(y) uniform.
+        Sums over the K one-hot values of y weighted by q(y|x) (no relaxation):
+        E_q(y|x)[E_q(z|x,y) log p(x|z) - KL(q(z|x,y) || p(z|y))] - KL(q(y|x) || p(y)), p(y)
+        uniform. The Gaussian KL is exact; log p(x|z) takes one reparameterised z per cluster,
+        z = mean + sd * noise[y], with `noise` (K, Z) standard normal shared by every example,
+        so an example's ELBO does not depend on the batch it is in.
         """
         n, k = x.shape[0], self.config.n_clusters
         logits = self.cluster_logits(x)
         eye = torch.eye(k, device=x.device, dtype=x.dtype)
         # Every example paired with every cluster: row i*K + j is (x_i, y=j).
-        terms = self._z_terms(x.repeat_interleave(k, dim=0), eye.repeat(n, 1))
-        per_cluster = -(terms["rec"] + terms["gauss"]).view(n, k)
+        x_k, y_k = x.repeat_interleave(k, dim=0), eye.repeat(n, 1)
+        mean, var = self.encode_z(x_k, y_k)
+        z = mean + var.sqrt() * noise.repeat(n, 1)
+        rec = reconstruction_nll(x_k, self.decode(z), self.config.likelihood)
+        kl = gaussian_kl(mean, var, *self.prior(y_k))
+        per_cluster = -(rec + kl).view(n, k)
         return (logits.softmax(-1) * per_cluster).sum(-1) - categorical_kl_uniform(logits)

@@ -22,16 +22,22 @@ def _save(fig: plt.Figure, path: Path) -> None:
     atomic_write(path, buffer.getvalue())
 
 
-def image_grid(images: np.ndarray, image_shape: tuple[int, int], pad: int = 1) -> np.ndarray:
-    """Tile images (rows, cols, H*W) into one (rows*(H+pad), cols*(W+pad)) array."""
+def image_grid(images: np.ndarray, image_shape: tuple[int, ...], pad: int = 1) -> np.ndarray:
+    """Tile images (rows, cols, prod(image_shape)) into one picture: (rows*(H+pad),
+    cols*(W+pad)) for grey images, with a last axis of 3 for colour ((3, H, W) images); other
+    channel counts are shown as their mean."""
     rows, cols = images.shape[:2]
-    h, w = image_shape
-    grid = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad), dtype=np.float32)
+    c, h, w = (1, *image_shape) if len(image_shape) == 2 else image_shape
+    tiles = np.clip(images.reshape(rows, cols, c, h, w), 0, 1).transpose(0, 1, 3, 4, 2)
+    if c not in (1, 3):
+        tiles = tiles.mean(-1, keepdims=True)
+    depth = tiles.shape[-1]
+    grid = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad, depth), dtype=np.float32)
     for r in range(rows):
-        for c in range(cols):
-            top, left = pad + r * (h + pad), pad + c * (w + pad)
-            grid[top : top + h, left : left + w] = images[r, c].reshape(h, w)
-    return grid
+        for col in range(cols):
+            top, left = pad + r * (h + pad), pad + col * (w + pad)
+            grid[top : top + h, left : left + w] = tiles[r, col]
+    return grid[..., 0] if depth == 1 else grid
 
 
 def plot_scores(history: list[dict], path: Path) -> None:
@@ -66,18 +72,23 @@ def plot_losses(history: list[dict], path: Path) -> None:
 
 
 def plot_latent_tsne(
-    latent: np.ndarray, labels: np.ndarray, clusters: np.ndarray, path: Path, seed: int = 0
+    latent: np.ndarray, labels: np.ndarray | None, clusters: np.ndarray, path: Path, seed: int = 0
 ) -> None:
-    """t-SNE of latent means (N, Z), coloured by true label (left) and by cluster (right).
+    """t-SNE of latent means (N, Z), coloured by true label (left, when known) and by cluster.
 
     Pass clusters renumbered so that the cluster matched to label c is c: colours then agree."""
     perplexity = min(30.0, (len(latent) - 1) / 3)
     embedded = TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed)
     xy = embedded.fit_transform(latent)
-    n_colours = int(max(labels.max(), clusters.max())) + 1
+    panels = (
+        [(clusters, "cluster")]
+        if labels is None
+        else [(labels, "true label"), (clusters, "cluster")]
+    )
+    n_colours = int(max(colour.max() for colour, _ in panels)) + 1
     cmap = "tab10" if n_colours <= 10 else "tab20" if n_colours <= 20 else "viridis"
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
-    for ax, colour, title in ((axes[0], labels, "true label"), (axes[1], clusters, "cluster")):
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
+    for ax, (colour, title) in zip(axes[0], panels, strict=True):
         points = ax.scatter(
             xy[:, 0], xy[:, 1], c=colour, cmap=cmap, s=4, vmin=-0.5, vmax=n_colours - 0.5
         )
@@ -87,27 +98,28 @@ def plot_latent_tsne(
 
 
 def plot_reconstructions(
-    originals: np.ndarray, reconstructions: np.ndarray, image_shape: tuple[int, int], path: Path
+    originals: np.ndarray, reconstructions: np.ndarray, image_shape: tuple[int, ...], path: Path
 ) -> None:
     """Originals (n, H*W) on the top row, their reconstructions below."""
     grid = image_grid(np.stack([originals, reconstructions]), image_shape)
     fig, ax = plt.subplots(figsize=(len(originals) * 0.6, 1.6))
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
-    ax.set(xticks=[], yticks=[0.5 * image_shape[0], 1.5 * image_shape[0]])
+    h = image_shape[-2]
+    ax.set(xticks=[], yticks=[0.5 * h, 1.5 * h])
     ax.set_yticklabels(["original", "reconstruction"])
     ax.set_title("Reconstructions")
     _save(fig, path)
 
 
 def plot_generated(
-    images: np.ndarray, row_labels: list[str], image_shape: tuple[int, int], path: Path
+    images: np.ndarray, row_labels: list[str], image_shape: tuple[int, ...], path: Path
 ) -> None:
     """Images generated per cluster, (rows, n, H*W): a row per cluster."""
     rows, cols = images.shape[:2]
     grid = image_grid(images, image_shape)
     fig, ax = plt.subplots(figsize=(cols * 0.5 + 1.5, rows * 0.5 + 0.5))
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
-    ax.set(xticks=[], yticks=[(r + 0.5) * (image_shape[0] + 1) for r in range(rows)])
+    ax.set(xticks=[], yticks=[(r + 0.5) * (image_shape[-2] + 1) for r in range(rows)])
     ax.set_yticklabels(row_labels)
     ax.set_title("Generated from p(x|z), z ~ p(z|y) per cluster")
     _save(fig, path)
@@ -129,4 +141,23 @@ def plot_contingency(table: np.ndarray, row_order: list[int], path: Path) -> Non
         title="Clusters x labels (test set)",
     )
     ax.set_yticklabels([str(k) for k in row_order])
+    _save(fig, path)
+
+
+def plot_select_k(rows: list[dict], path: Path) -> None:
+    """Held-out ELBO per K (left) and, when labels exist, ACC/NMI/ARI per K (right)."""
+    ks = [row["k"] for row in rows]
+    labelled = "acc" in rows[0]
+    fig, axes = plt.subplots(
+        1, 2 if labelled else 1, figsize=(11 if labelled else 5.5, 4), squeeze=False
+    )
+    axes[0][0].plot(ks, [row["heldout_elbo"] for row in rows], marker="o")
+    axes[0][0].set(xlabel="K (clusters)", ylabel="nats per example", title="Held-out ELBO")
+    if labelled:
+        for key in ("acc", "nmi", "ari"):
+            axes[0][1].plot(ks, [row[key] for row in rows], marker="o", label=key.upper())
+        axes[0][1].set(xlabel="K (clusters)", ylabel="score (%)", title="Scores against labels")
+        axes[0][1].legend()
+    for ax in axes[0]:
+        ax.grid(alpha=0.3)
     _save(fig, path)

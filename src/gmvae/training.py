@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -18,6 +19,7 @@ from gmvae.checkpoint import load_training_state, save_training_state
 from gmvae.errors import GMVAEError
 from gmvae.losses import weighted_loss
 from gmvae.model import GMVAENet
+from gmvae.preprocessing import ScaledRows
 
 TERMS = ("rec", "gauss", "cat")
 NONFINITE_POLICIES = ("stop", "skip")
@@ -168,15 +170,17 @@ class Trainer:
 
     def fit(
         self,
-        x: torch.Tensor,
+        x: torch.Tensor | ScaledRows,
         monitor: Callable[[], dict] | None = None,
         on_epoch: Callable[[dict], None] | None = None,
         progress: bool | None = None,
     ) -> list[dict]:
-        """Train for the remaining epochs. `monitor()` adds evaluation numbers to each epoch's
-        record; `on_epoch(record)` sees the finished record. `progress`: a bar per epoch
-        (default: when stderr is a terminal)."""
-        x = x.to(self.device, torch.float32)
+        """Train for the remaining epochs on x (N, D): a tensor, moved to the device whole, or
+        ScaledRows over a memory-mapped file, read a batch at a time. `monitor()` adds
+        evaluation numbers to each epoch's record; `on_epoch(record)` sees the finished record.
+        `progress`: a bar per epoch (default: when stderr is a terminal)."""
+        if isinstance(x, torch.Tensor):
+            x = x.to(self.device, torch.float32)
         if progress is None:
             progress = sys.stderr.isatty()
         every = self.config.checkpoint_every
@@ -193,7 +197,13 @@ class Trainer:
                 self.save_checkpoint()
         return self.history
 
-    def train_epoch(self, x: torch.Tensor, epoch: int, progress: bool = False) -> dict:
+    def _batch(self, x: torch.Tensor | ScaledRows, rows: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, torch.Tensor):
+            return x[rows]
+        # Sorted, so a memory-mapped file is read front to back.
+        return torch.from_numpy(x[np.sort(rows.cpu().numpy())]).to(self.device)
+
+    def train_epoch(self, x: torch.Tensor | ScaledRows, epoch: int, progress: bool = False) -> dict:
         """One pass over x in a seeded random order (or the rest of an interrupted one).
         Returns the mean of each loss term over the examples of the finite steps."""
         cfg = self.config
@@ -221,7 +231,7 @@ class Trainer:
                 position = {"next": step, "counted": counted, "seconds": elapsed}
                 self.save_checkpoint({**partial, **position})
                 raise TrainingInterrupted(self.stop_requested, epoch + 1, step, steps)
-            batch = x[order[step * cfg.batch_size : (step + 1) * cfg.batch_size]]
+            batch = self._batch(x, order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
             terms = self.model(batch, temperature=tau, hard=cfg.gumbel_hard)
             loss = weighted_loss(terms, cfg.w_rec, cfg.w_gauss, cfg.w_cat)
             self.optimizer.zero_grad(set_to_none=True)

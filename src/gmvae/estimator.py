@@ -1,0 +1,209 @@
+"""`GMVAE`: the scikit-learn-style estimator, a thin layer over the network and the trainer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from gmvae import inference
+from gmvae.checkpoint import atomic_write, load_model, load_scaling, read_json, save_model
+from gmvae.errors import GMVAEError
+from gmvae.model import GMVAENet, ModelConfig
+from gmvae.preprocessing import ScaledRows, prepare, value_range
+from gmvae.training import TrainConfig, Trainer, resolve_device
+
+ESTIMATOR_FILE = "estimator.json"
+
+
+class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
+    """Gaussian Mixture VAE clustering.
+
+    X: an array, torch tensor or pandas DataFrame of shape (n_samples, n_features), or images
+    (n_samples, H, W) / (n_samples, C, H, W), or flat rows with `image_shape` given. Images go
+    to [0, 1] (0-255 values are divided by 255); tables are standardised per column and the
+    scaling is kept for every later call and saved with the model.
+
+    Fitted attributes: model_ (the network), labels_, scaling_, likelihood_, architecture_,
+    image_shape_, history_ (a dict per epoch), n_features_in_, feature_names_in_ (DataFrames).
+    """
+
+    def __init__(
+        self,
+        n_clusters: int = 10,
+        latent_dim: int = 64,
+        hidden_dim: int = 512,
+        likelihood: str = "auto",
+        architecture: str = "auto",
+        epochs: int = 50,
+        batch_size: int = 64,
+        learning_rate: float = 1e-3,
+        image_shape: tuple[int, ...] | None = None,
+        device: str = "auto",
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+    ):
+        self.n_clusters = n_clusters
+        self.latent_dim = latent_dim
+        self.hidden_dim = hidden_dim
+        self.likelihood = likelihood
+        self.architecture = architecture
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.image_shape = image_shape
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _values(self, X: object, reset: bool) -> np.ndarray:
+        """Validated values shaped as images when they are images."""
+        values = validate_data(self, X, reset=reset, allow_nd=True, dtype="numeric")
+        if self.image_shape is not None and values.ndim == 2:
+            if int(np.prod(self.image_shape)) != values.shape[1]:
+                raise GMVAEError(
+                    f"image_shape {tuple(self.image_shape)} does not hold "
+                    f"{values.shape[1]} features"
+                )
+            values = values.reshape(len(values), *self.image_shape)
+        return values
+
+    def _inputs(self, X: object) -> np.ndarray | ScaledRows:
+        check_is_fitted(self, "model_")
+        values = self._values(X, reset=False)
+        if tuple(values.shape[1:]) != self.input_shape_:
+            raise GMVAEError(
+                f"X has rows of shape {values.shape[1:]}; fitted on {self.input_shape_}"
+            )
+        return prepare(values, self.image_shape_ is not None, self.scaling_, what="X")[0]
+
+    def fit(self, X: object, y: object = None) -> GMVAE:
+        """Fit to X; y is ignored (clustering uses no labels)."""
+        values = self._values(X, reset=True)
+        is_image = values.ndim >= 3
+        x, image_shape, scaling = prepare(values, is_image, what="X")
+        if len(x) < self.n_clusters:
+            raise GMVAEError(f"{len(x)} samples for {self.n_clusters} clusters")
+        low, high = value_range(x)
+        config = ModelConfig(
+            n_clusters=self.n_clusters,
+            z_dim=self.latent_dim,
+            hidden_dim=self.hidden_dim,
+            likelihood=self.likelihood,
+            architecture=self.architecture,
+        ).resolve(x.shape[1], image_shape, unit_range=low >= 0 and high <= 1)
+        seed = int(check_random_state(self.random_state).randint(2**31 - 1))
+        train_config = TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.learning_rate,
+            seed=seed,
+            device=self.device,
+            checkpoint_every=0,
+        )
+        device = resolve_device(self.device)
+        torch.manual_seed(seed)
+        trainer = Trainer(GMVAENet(config), train_config, device)
+        data = torch.as_tensor(x) if isinstance(x, np.ndarray) else x
+        self.history_ = trainer.fit(data, progress=self.verbose > 0)
+        self.model_ = trainer.model.eval()
+        self.scaling_ = scaling
+        self.input_shape_ = tuple(values.shape[1:])
+        self.image_shape_ = image_shape
+        self.likelihood_ = config.likelihood
+        self.architecture_ = config.architecture
+        self.n_iter_ = len(self.history_)
+        self.labels_ = inference.cluster_probabilities(self.model_, x).argmax(1)
+        return self
+
+    def predict_proba(self, X: object) -> np.ndarray:
+        """q(y|x): (n_samples, n_clusters)."""
+        x = self._inputs(X)
+        return inference.cluster_probabilities(self.model_, x)
+
+    def predict(self, X: object) -> np.ndarray:
+        """The most probable cluster of each sample."""
+        return self.predict_proba(X).argmax(1)
+
+    def transform(self, X: object) -> np.ndarray:
+        """E[z|x] under the most probable cluster: (n_samples, latent_dim)."""
+        x = self._inputs(X)
+        return inference.latent_means(self.model_, x)
+
+    def score_samples(self, X: object) -> np.ndarray:
+        """The ELBO of each sample (nats, in the model's scaled units)."""
+        x = self._inputs(X)
+        return inference.elbo(self.model_, x)
+
+    def score(self, X: object, y: object = None) -> float:
+        """The mean ELBO (higher is better)."""
+        return float(self.score_samples(X).mean())
+
+    def _to_user_space(self, x: np.ndarray) -> np.ndarray:
+        if self.scaling_ is not None:
+            x = self.scaling_.invert(x)
+        return x.reshape(len(x), *self.input_shape_)
+
+    def sample(
+        self, n_samples: int = 1, cluster: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Draw y (uniform, or fixed to `cluster`), z ~ p(z|y), x = E[x|z]. Returns (X, y)."""
+        check_is_fitted(self, "model_")
+        if cluster is not None and not 0 <= cluster < self.n_clusters:
+            raise GMVAEError(f"cluster must be in [0, {self.n_clusters}), got {cluster}")
+        rng = check_random_state(self.random_state)
+        y = (
+            np.full(n_samples, cluster)
+            if cluster is not None
+            else rng.randint(self.n_clusters, size=n_samples)
+        )
+        x = inference.sample(self.model_, y, seed=int(rng.randint(2**31 - 1)))
+        return self._to_user_space(x), y
+
+    def reconstruct(self, X: object) -> np.ndarray:
+        """E[x|z] at z = E[z|x], in the units and shape of X."""
+        x = self._inputs(X)
+        return self._to_user_space(inference.reconstruct(self.model_, x))
+
+    def save(self, folder: str | Path) -> None:
+        """Write the fitted model to `folder` (safetensors weights and JSON, no pickle)."""
+        check_is_fitted(self, "model_")
+        folder = Path(folder)
+        save_model(self.model_, folder, self.scaling_)
+        state = {
+            "params": {k: v for k, v in self.get_params().items() if k != "random_state"},
+            "random_state": self.random_state if isinstance(self.random_state, int) else None,
+            "input_shape": list(self.input_shape_),
+            "feature_names_in": getattr(self, "feature_names_in_", np.array([])).tolist(),
+            "history": self.history_,
+        }
+        atomic_write(folder / ESTIMATOR_FILE, json.dumps(state, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "cpu") -> GMVAE:
+        """Read what `save` wrote; any damage is a GMVAEError naming the file."""
+        folder = Path(folder)
+        state = read_json(folder / ESTIMATOR_FILE)
+        try:
+            estimator = cls(**state["params"], random_state=state["random_state"])
+            input_shape = tuple(int(n) for n in state["input_shape"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise GMVAEError(f"{folder / ESTIMATOR_FILE} is not a saved GMVAE: {err}") from None
+        model = load_model(folder, resolve_device(device))
+        estimator.model_ = model
+        estimator.scaling_ = load_scaling(folder)
+        estimator.input_shape_ = input_shape
+        estimator.image_shape_ = model.config.image_shape
+        estimator.likelihood_ = model.config.likelihood
+        estimator.architecture_ = model.config.architecture
+        estimator.history_ = state.get("history", [])
+        estimator.n_iter_ = len(estimator.history_)
+        estimator.n_features_in_ = input_shape[0]
+        if state.get("feature_names_in"):
+            estimator.feature_names_in_ = np.array(state["feature_names_in"], dtype=object)
+        return estimator

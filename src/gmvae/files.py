@@ -1,0 +1,191 @@
+"""Users' own data files: .npy (memory-mapped), .npz, .csv/.tsv, .parquet, IDX and folders of
+images. Each reader returns the raw values and, when the file has them, labels (for evaluation
+only). Any damage is a GMVAEError naming the file."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gmvae.errors import GMVAEError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
+TABLE_SUFFIXES = {".csv", ".tsv", ".parquet"}
+FILE_SUFFIXES = {".npy", ".npz", ".gz", *TABLE_SUFFIXES}
+
+
+@dataclass
+class RawData:
+    """values: (N, D) table or (N, H, W) / (N, C, H, W) images, numeric, maybe memory-mapped.
+    labels: int64 (N,) or None; label_names: the original label of each index."""
+
+    values: np.ndarray
+    labels: np.ndarray | None = None
+    label_names: list[str] | None = None
+    is_image: bool = False
+
+
+def read_data(path: Path, label_column: str | None = None, need_label: bool = True) -> RawData:
+    """Read any supported file or image folder. With need_label=False a table without the
+    label column is read whole (new data at predict time)."""
+    if path.is_dir():
+        return read_image_folder(path)
+    if not path.is_file():
+        raise GMVAEError(f"data file {path} does not exist")
+    suffix = path.suffix.lower()
+    if label_column is not None and suffix not in TABLE_SUFFIXES:
+        raise GMVAEError(f"--label-column applies to .csv/.tsv/.parquet tables, not {path.name}")
+    if suffix == ".npy":
+        return _from_array(_load_npy(path))
+    if suffix == ".npz":
+        return read_npz(path)
+    if suffix in (".csv", ".tsv"):
+        return read_delimited(path, label_column, "\t" if suffix == ".tsv" else ",", need_label)
+    if suffix == ".parquet":
+        return read_parquet(path, label_column, need_label)
+    from gmvae.data import read_idx  # IDX, plain or gzipped, whatever the name
+
+    return _from_array(read_idx(path))
+
+
+def _from_array(array: np.ndarray) -> RawData:
+    return RawData(array, is_image=array.ndim >= 3)
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as err:  # numpy's header parser raises several kinds on damage
+        raise GMVAEError(f"cannot read {path} as .npy: {err}") from None
+    if not isinstance(array, np.ndarray):
+        raise GMVAEError(f"{path} is not a .npy array file")
+    return array
+
+
+def read_npz(path: Path) -> RawData:
+    """The array named x/X/data (else the first), labels from y/labels/targets when present."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except Exception as err:
+        raise GMVAEError(f"cannot read {path} as .npz: {err}") from None
+    if not arrays:
+        raise GMVAEError(f"{path} holds no arrays")
+    x_name = next((n for n in ("x", "X", "data") if n in arrays), next(iter(arrays)))
+    y_name = next((n for n in ("y", "labels", "targets") if n in arrays and n != x_name), None)
+    raw = _from_array(arrays[x_name])
+    if y_name is not None:
+        raw.labels, raw.label_names = encode_labels(arrays[y_name].reshape(-1).astype(str), path)
+        if len(raw.labels) != len(raw.values):
+            raise GMVAEError(f"{path}: {len(raw.labels)} labels for {len(raw.values)} rows")
+    return raw
+
+
+def encode_labels(values: np.ndarray, source: Path) -> tuple[np.ndarray, list[str]]:
+    """Labels of any kind -> int64 indices into their sorted distinct values."""
+    if any(v in ("", "nan", "None") for v in values):
+        raise GMVAEError(f"{source}: the label column has empty cells")
+    names, indices = np.unique(values, return_inverse=True)
+    return indices.astype(np.int64), [str(n) for n in names]
+
+
+def _table(
+    columns: list[str],
+    cells: list[list[str]],
+    label_column: str | None,
+    path: Path,
+    need_label: bool,
+) -> RawData:
+    if label_column is not None and label_column not in columns and not need_label:
+        label_column = None
+    if label_column is not None and label_column not in columns:
+        raise GMVAEError(f"{path} has no column {label_column!r} (columns: {', '.join(columns)})")
+    raw = RawData(np.empty(0))
+    keep = [i for i, name in enumerate(columns) if name != label_column]
+    if not keep:
+        raise GMVAEError(f"{path} has no feature columns")
+    values = np.empty((len(cells), len(keep)), dtype=np.float64)
+    for r, row in enumerate(cells):
+        if len(row) != len(columns):
+            raise GMVAEError(f"{path}, row {r + 1}: {len(row)} cells, expected {len(columns)}")
+        for j, i in enumerate(keep):
+            try:
+                values[r, j] = float(row[i])
+            except ValueError:
+                raise GMVAEError(
+                    f"{path}, row {r + 1}, column {columns[i]!r}: {row[i]!r} is not a number"
+                ) from None
+    raw.values = values
+    if label_column is not None:
+        labels = np.array([row[columns.index(label_column)] for row in cells])
+        raw.labels, raw.label_names = encode_labels(labels, path)
+    return raw
+
+
+def read_delimited(
+    path: Path, label_column: str | None, delimiter: str, need_label: bool = True
+) -> RawData:
+    """A CSV/TSV table with a header row; every column but the label column numeric."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [row for row in csv.reader(f, delimiter=delimiter) if row]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise GMVAEError(f"cannot read {path}: {err}") from None
+    if len(rows) < 2:
+        raise GMVAEError(f"{path} has no data rows (a header row and at least one row needed)")
+    columns = [name.strip() for name in rows[0]]
+    cells = [[c.strip() for c in row] for row in rows[1:]]
+    return _table(columns, cells, label_column, path, need_label)
+
+
+def read_parquet(path: Path, label_column: str | None, need_label: bool = True) -> RawData:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise GMVAEError("reading .parquet needs pyarrow: pip install 'gmvae[parquet]'") from None
+    try:
+        table = pq.read_table(path)
+    except Exception as err:
+        raise GMVAEError(f"cannot read {path} as parquet: {err}") from None
+    columns = table.column_names
+    data = {name: table.column(name).to_pylist() for name in columns}
+    cells = [[str(data[name][r]) for name in columns] for r in range(table.num_rows)]
+    return _table(columns, cells, label_column, path, need_label)
+
+
+def read_image_folder(folder: Path) -> RawData:
+    """Images in `folder` (one subfolder per class: labels for evaluation) of one size."""
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise GMVAEError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+    images = []
+    modes = set()
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                image.load()
+                modes.add("L" if image.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB")
+                images.append((path, image.copy()))
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            raise GMVAEError(f"cannot read image {path}: {err}") from None
+    mode = "L" if modes == {"L"} else "RGB"
+    size = images[0][1].size
+    arrays = []
+    for path, image in images:
+        if image.size != size:
+            raise GMVAEError(
+                f"images differ in size: {files[0]} is {size[0]}x{size[1]}, "
+                f"{path} is {image.size[0]}x{image.size[1]}"
+            )
+        array = np.asarray(image.convert(mode), dtype=np.uint8)
+        arrays.append(array if mode == "L" else array.transpose(2, 0, 1))
+    raw = RawData(np.stack(arrays), is_image=True)
+    classes = [p.parent.relative_to(folder) for p in files]
+    if all(str(c) != "." for c in classes):
+        raw.labels, raw.label_names = encode_labels(np.array([str(c) for c in classes]), folder)
+    return raw
