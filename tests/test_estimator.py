@@ -80,9 +80,9 @@ def test_images_as_nhw_nchw_or_flat_with_a_shape_give_the_same_model(digits):
     assert nhw.sample(2)[0].shape == (2, 8, 8)
 
 
-def test_uint8_images_are_scaled_and_conv_is_chosen_for_images(digits):
+def test_uint8_images_are_scaled_and_the_conv_architecture_trains_on_them(digits):
     pixels = (digits[0][:200].reshape(-1, 8, 8) * 255).astype(np.uint8)
-    model = GMVAE(n_clusters=3, **SMALL).fit(pixels)
+    model = GMVAE(n_clusters=3, architecture="conv", **SMALL).fit(pixels)
     assert model.architecture_ == "conv" and model.likelihood_ == "bernoulli"
     assert model.scaling_.scale.tolist() == [255.0]
     assert model.reconstruct(pixels[:2]).max() <= 255
