@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from gmvae import inference
+from gmvae.distributed import resolve_device
 from gmvae.errors import GMVAEError
 from gmvae.metrics import cluster_accuracy
 from gmvae.model import GMVAENet, ModelConfig
@@ -14,7 +15,6 @@ from gmvae.training import (
     Trainer,
     TrainingInterrupted,
     gumbel_temperature,
-    resolve_device,
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import os
 import signal
 import sys
 import time
@@ -102,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from gmvae import distributed
+    from gmvae.checkpoint import read_json
     from gmvae.experiment import ExperimentConfig, resume_experiment, run_experiment
     from gmvae.training import TrainingInterrupted
 
@@ -110,34 +113,42 @@ def cmd_train(args: argparse.Namespace) -> None:
         if "." in key:
             section, name = key.split(".", 1)
             overrides[section][name] = value
-    try:
-        if args.resume is not None:
-            out = args.resume
-            device = overrides["train"].pop("device", None)
-            if any(overrides.values()) or args.out is not None:
-                raise GMVAEError(
-                    "--resume takes the run's own settings; only --device may be given"
-                )
-            resume_experiment(out, device)
-            return
+    if args.resume is not None:
+        out = args.resume
+        device = overrides["train"].pop("device", None)
+        if any(overrides.values()) or args.out is not None:
+            raise GMVAEError("--resume takes the run's own settings; only --device may be given")
+        saved = read_json(out / "config.json").get("train", {})
+        device_name = device or (saved.get("device", "auto") if isinstance(saved, dict) else "auto")
+    else:
         config = ExperimentConfig.from_preset(args.preset, overrides)
         out = args.out
         if out is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             name = f"{Path(config.data.data).stem}-{config.preset}-seed{config.train.seed}-{stamp}"
             out = Path("runs") / name
-        run_experiment(config, out, command=["gmvae", *args.argv])
+        device_name = config.train.device
+    # Under torchrun this joins the other processes; otherwise it is a world of one.
+    world, _ = distributed.setup(device_name)
+    try:
+        if args.resume is not None:
+            resume_experiment(out, device, world=world)
+        else:
+            run_experiment(config, out, command=["gmvae", *args.argv], world=world)
     except TrainingInterrupted as stop:
-        print(
-            f"gmvae: {stop}; checkpoint saved. Resume with: gmvae train --resume {out}",
-            file=sys.stderr,
-        )
-        sys.exit(128 + signal.Signals[stop.reason].value)
+        if world.is_main:
+            print(
+                f"gmvae: {stop}; checkpoint saved. Resume with: gmvae train --resume {out}",
+                file=sys.stderr,
+            )
+        sys.exit(128 + signal.Signals.__members__.get(stop.reason, signal.SIGTERM).value)
+    finally:
+        distributed.teardown()
 
 
 def _load_run(run: Path, device: str):
     from gmvae.checkpoint import load_model
-    from gmvae.training import resolve_device
+    from gmvae.distributed import resolve_device
 
     if not (run / "model").is_dir():
         raise GMVAEError(f"{run} is not a run folder (no model/ inside)")
@@ -245,7 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     except GMVAEError as err:
         if args.debug:
             raise
-        print(f"gmvae: error: {err}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+            print(f"gmvae: error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("gmvae: interrupted", file=sys.stderr)

@@ -11,12 +11,13 @@ from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from gmvae import inference
+from gmvae import distributed, inference
 from gmvae.checkpoint import atomic_write, load_model, load_scaling, read_json, save_model
+from gmvae.distributed import resolve_device
 from gmvae.errors import GMVAEError
 from gmvae.model import GMVAENet, ModelConfig
 from gmvae.preprocessing import ScaledRows, prepare, value_range
-from gmvae.training import TrainConfig, Trainer, resolve_device
+from gmvae.training import TrainConfig, Trainer
 
 ESTIMATOR_FILE = "estimator.json"
 
@@ -97,6 +98,7 @@ class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
             likelihood=self.likelihood,
             architecture=self.architecture,
         ).resolve(x.shape[1], image_shape, unit_range=low >= 0 and high <= 1)
+        # Drawn from random_state: under torchrun give an int so every rank draws the same.
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))
         train_config = TrainConfig(
             epochs=self.epochs,
@@ -106,9 +108,10 @@ class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
             device=self.device,
             checkpoint_every=0,
         )
-        device = resolve_device(self.device)
+        # Under torchrun every process trains its share of each batch (DDP); else one process.
+        world, device = distributed.setup(self.device)
         torch.manual_seed(seed)
-        trainer = Trainer(GMVAENet(config), train_config, device)
+        trainer = Trainer(GMVAENet(config), train_config, device, world=world)
         data = torch.as_tensor(x) if isinstance(x, np.ndarray) else x
         self.history_ = trainer.fit(data, progress=self.verbose > 0)
         self.model_ = trainer.model.eval()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import platform
 import shutil
 import signal
@@ -29,11 +30,12 @@ import torch
 from gmvae import __version__, inference, plots
 from gmvae.checkpoint import atomic_write, read_json, save_model, write_json
 from gmvae.data import NAMED_DATASETS, Dataset, open_dataset
+from gmvae.distributed import World, broadcast_error, resolve_device
 from gmvae.errors import GMVAEError
 from gmvae.metrics import clustering_scores, contingency, hungarian_match, usage_entropy
 from gmvae.model import GMVAENet, ModelConfig
 from gmvae.preprocessing import ScaledRows, value_range
-from gmvae.training import TrainConfig, Trainer, resolve_device
+from gmvae.training import TrainConfig, Trainer
 
 # The reference project's settings are the dataclass defaults (K=10, z_dim=64, width 512,
 # batch 64, Adam 1e-3, BCE, 50 epochs, seed 0); a preset lists only what differs from them.
@@ -203,9 +205,11 @@ def run_experiment(
     out: Path,
     command: list[str] | None = None,
     progress: bool | None = None,
-) -> dict:
-    """Train, evaluate and write the whole run folder. Returns results.json's content.
-    `command` (the command line, for the record) is saved in config.json."""
+    world: World | None = None,
+) -> dict | None:
+    """Train, evaluate and write the whole run folder. Returns results.json's content (None on
+    ranks other than 0, which only train). `command` is saved in config.json."""
+    world = world or World()
     check_run_folder(out)  # cheap checks first, the folder is made only when all pass
     device = resolve_device(config.train.device)
     config.train.validate()
@@ -221,31 +225,64 @@ def run_experiment(
         )
     torch.manual_seed(config.train.seed)
     model = GMVAENet(model_config)
-    create_run_folder(out, run_bytes_needed(model))
-    write_json(
-        out / CONFIG_FILE,
-        {
-            "command": command,
-            "preset": config.preset,
-            "data": asdict(config.data),
-            "model": model_config.to_dict(),
-            "train": asdict(config.train),
-            "n_train": len(data.x_train),
-            "n_test": len(data.x_test),
-            "device": str(device),
-            "gmvae_version": __version__,
-            "torch_version": torch.__version__,
-            "python_version": platform.python_version(),
-            "git_commit": git_commit(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        },
+    error = None
+    if world.is_main:
+        try:
+            create_run_folder(out, run_bytes_needed(model))
+            write_json(out / CONFIG_FILE, run_record(config, model_config, data, device, command))
+        except GMVAEError as err:
+            error = str(err)
+    error = broadcast_error(error, world)  # every rank stops if rank 0 could not start
+    if error is not None:
+        raise GMVAEError(error)
+    trainer = Trainer(
+        model, config.train, world_device(device, world), out / CHECKPOINT_FILE, world
     )
-    trainer = Trainer(model, config.train, device, out / CHECKPOINT_FILE)
     return train_and_report(trainer, data, config.data, out, progress)
 
 
-def resume_experiment(out: Path, device: str | None = None, progress: bool | None = None) -> dict:
-    """Continue the run in `out` from its last checkpoint and finish it as if never stopped."""
+def world_device(device: torch.device, world: World) -> torch.device:
+    """This rank's GPU (its local rank) when training on CUDA across processes."""
+    if device.type == "cuda" and world.size > 1:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def run_record(
+    config: ExperimentConfig,
+    model_config: ModelConfig,
+    data: Dataset,
+    device: torch.device,
+    command: list[str] | None,
+) -> dict:
+    """config.json: every setting, the data's size, versions, commit and device."""
+    return {
+        "command": command,
+        "preset": config.preset,
+        "data": asdict(config.data),
+        "model": model_config.to_dict(),
+        "train": asdict(config.train),
+        "n_train": len(data.x_train),
+        "n_test": len(data.x_test),
+        "device": str(device),
+        "processes": int(os.environ.get("WORLD_SIZE", "1")),
+        "gmvae_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "git_commit": git_commit(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def resume_experiment(
+    out: Path,
+    device: str | None = None,
+    progress: bool | None = None,
+    world: World | None = None,
+) -> dict | None:
+    """Continue the run in `out` from its last checkpoint and finish it as if never stopped,
+    in one process or several (the checkpoint is the same either way)."""
+    world = world or World()
     if (out / "results.json").exists():
         raise GMVAEError(f"run {out} has already finished (results.json exists)")
     saved = read_json(out / CONFIG_FILE)
@@ -261,11 +298,13 @@ def resume_experiment(out: Path, device: str | None = None, progress: bool | Non
     trainer = Trainer(
         GMVAENet(model_config),
         train_config,
-        resolve_device(train_config.device),
+        world_device(resolve_device(train_config.device), world),
         out / CHECKPOINT_FILE,
+        world,
     )
     trainer.resume()
-    print(f"resuming {out} after epoch {len(trainer.history)} of {train_config.epochs}")
+    if world.is_main:
+        print(f"resuming {out} after epoch {len(trainer.history)} of {train_config.epochs}")
     return train_and_report(trainer, data, data_config, out, progress)
 
 
@@ -290,7 +329,7 @@ def stop_on_signals(trainer: Trainer) -> Iterator[None]:
 
 def train_and_report(
     trainer: Trainer, data: Dataset, data_config: DataConfig, out: Path, progress: bool | None
-) -> dict:
+) -> dict | None:
     """Train to the end (from wherever the trainer is), then write metrics, model, results and
     figures into `out`."""
     model, config = trainer.model, trainer.config
@@ -305,6 +344,8 @@ def train_and_report(
             "usage_entropy": usage_entropy(clusters, k),
         }
 
+    main = trainer.world.is_main
+
     def on_epoch(row: dict) -> None:
         write_metrics(out / "metrics.csv", trainer.history)
         scores = "".join(f"  {k} {row[k]:5.1f}" for k in ("acc", "nmi", "ari") if k in row)
@@ -317,7 +358,11 @@ def train_and_report(
 
     with stop_on_signals(trainer):
         x = data.x_train if isinstance(data.x_train, ScaledRows) else torch.as_tensor(data.x_train)
-        history = trainer.fit(x, monitor, on_epoch, progress)
+        if main:
+            history = trainer.fit(x, monitor, on_epoch, progress)
+        else:  # the other ranks train silently and leave the rest to rank 0
+            trainer.fit(x, progress=False)
+            return None
     train_seconds = sum(row["seconds"] for row in history)
     save_model(model, out / "model", data.scaling)
 

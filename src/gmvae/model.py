@@ -161,6 +161,14 @@ class ConvDecoder(nn.Module):
         return maps[:, :, :h, :w].reshape(len(z), c * h * w)
 
 
+def draw_noise(
+    n: int, config: ModelConfig, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gumbel(0, 1) noise (n, K) for y and standard normal noise (n, Z) for z."""
+    uniform = torch.rand(n, config.n_clusters, device=device).clamp_(1e-10, 1 - 1e-7)
+    return -(-uniform.log()).log(), torch.randn(n, config.z_dim, device=device)
+
+
 class GMVAENet(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -205,16 +213,27 @@ class GMVAENet(nn.Module):
         return torch.sigmoid(decoded) if self.config.likelihood == "bernoulli" else decoded
 
     def forward(
-        self, x: torch.Tensor, temperature: float, hard: bool = False
+        self,
+        x: torch.Tensor,
+        temperature: float,
+        hard: bool = False,
+        noise: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """The training objective's terms per example, each (N,), with y drawn by Gumbel-Softmax.
 
         rec = -log p(x|z); gauss = log q(z|x,y) - log p(z|y); cat = KL(q(y|x) || uniform).
+        noise: (gumbel (N, K), normal (N, Z)) to use instead of fresh draws; the trainer passes
+        it so that a batch split across processes sees the noise it would see in one process.
         """
+        if noise is None:
+            noise = draw_noise(len(x), self.config, x.device)
+        gumbel, normal = noise
         logits = self.cluster_logits(x)
-        y = F.gumbel_softmax(logits, tau=temperature, hard=hard)
+        y = F.softmax((logits + gumbel) / temperature, dim=-1)
+        if hard:  # straight-through: one-hot forward, the soft sample's gradient backward
+            y = F.one_hot(y.argmax(-1), y.shape[-1]).to(y.dtype) - y.detach() + y
         mean, var = self.encode_z(x, y)
-        z = mean + var.sqrt() * torch.randn_like(mean)
+        z = mean + var.sqrt() * normal
         prior_mean, prior_var = self.prior(y)
         return {
             "rec": reconstruction_nll(x, self.decode(z), self.config.likelihood),

@@ -15,11 +15,12 @@ import torch
 from gmvae import inference, plots
 from gmvae.checkpoint import atomic_write
 from gmvae.data import Dataset
+from gmvae.distributed import resolve_device
 from gmvae.errors import GMVAEError
 from gmvae.metrics import clustering_scores, usage_entropy
 from gmvae.model import GMVAENet, ModelConfig
 from gmvae.preprocessing import value_range
-from gmvae.training import TrainConfig, Trainer, resolve_device
+from gmvae.training import TrainConfig, Trainer
 
 HELD_OUT_SHARE = 0.1
 

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from gmvae.checkpoint import load_training_state, save_training_state
+from gmvae.distributed import World, all_sum
 from gmvae.errors import GMVAEError
 from gmvae.losses import weighted_loss
-from gmvae.model import GMVAENet
+from gmvae.model import GMVAENet, draw_noise
 from gmvae.preprocessing import ScaledRows
 
 TERMS = ("rec", "gauss", "cat")
@@ -74,25 +76,6 @@ def gumbel_temperature(config: TrainConfig, epoch: int) -> float:
     return max(config.tau_start * math.exp(-config.tau_decay * epoch), config.tau_min)
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present; 'cpu', 'cuda' and 'cuda:N' are taken as asked."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise GMVAEError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise GMVAEError(f"device {name!r} asked for, but CUDA is not available here")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            count = torch.cuda.device_count()
-            raise GMVAEError(f"device {name!r} asked for, but there are only {count} GPUs")
-    elif device.type != "cpu":
-        raise GMVAEError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
-    return device
-
-
 class NonFiniteError(GMVAEError):
     """A loss term or gradient became NaN or infinite."""
 
@@ -119,11 +102,21 @@ class Trainer:
         config: TrainConfig,
         device: torch.device,
         checkpoint_path: Path | None = None,
+        world: World | None = None,
     ):
         config.validate()
+        world = world or World()
+        if config.batch_size < world.size:
+            raise GMVAEError(
+                f"batch_size {config.batch_size} is smaller than {world.size} processes"
+            )
         self.config = config
         self.device = device
+        self.world = world
         self.model = model.to(device)
+        # What training steps call: the model, or DDP around it when there are several ranks.
+        # Checkpoints always hold the bare model, so runs move between 1 and N processes.
+        self.network = DistributedDataParallel(model) if world.size > 1 else model
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
         self.checkpoint_path = checkpoint_path
@@ -161,7 +154,7 @@ class Trainer:
         self._partial_epoch = partial
 
     def save_checkpoint(self, partial_epoch: dict | None = None) -> None:
-        if self.checkpoint_path is not None:
+        if self.checkpoint_path is not None and self.world.is_main:
             save_training_state(self.state_dict(partial_epoch), self.checkpoint_path)
 
     def resume(self) -> None:
@@ -223,26 +216,42 @@ class Trainer:
         started = time.perf_counter() - partial["seconds"]
         steps = math.ceil(len(x) / cfg.batch_size)
         desc = f"epoch {epoch + 1}/{cfg.epochs}"
-        for step in tqdm(
-            range(partial["next"], steps), desc=desc, leave=False, disable=not progress
-        ):
-            if self.stop_requested:
-                elapsed = time.perf_counter() - started
-                position = {"next": step, "counted": counted, "seconds": elapsed}
-                self.save_checkpoint({**partial, **position})
-                raise TrainingInterrupted(self.stop_requested, epoch + 1, step, steps)
-            batch = self._batch(x, order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
-            terms = self.model(batch, temperature=tau, hard=cfg.gumbel_hard)
-            loss = weighted_loss(terms, cfg.w_rec, cfg.w_gauss, cfg.w_cat)
+        todo = range(partial["next"], steps)
+        for step in tqdm(todo, desc=desc, leave=False, disable=not progress):
+            rows = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            if len(rows) < self.world.size:  # a last batch too small to split: every rank skips
+                continue
+            # Noise for the whole global batch, the same on every rank; each takes its slice.
+            gumbel, normal = draw_noise(len(rows), self.model.config, self.device)
+            mine = self.world.shard(torch.arange(len(rows), device=self.device))
+            batch = self._batch(x, rows[mine])
+            terms = self.network(
+                batch, temperature=tau, hard=cfg.gumbel_hard, noise=(gumbel[mine], normal[mine])
+            )
+            # Each rank's mean weighted by its share: DDP's average is the global batch's mean.
+            share = len(mine) * self.world.size / len(rows)
+            loss = weighted_loss(terms, cfg.w_rec, cfg.w_gauss, cfg.w_cat) * share
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if not self._finite_step(loss, terms, epoch + 1, step + 1):
+            finite, stop = self._agree(loss)
+            if not finite:
+                self._nonfinite(terms, epoch + 1, step + 1)
                 continue
             self.optimizer.step()
             with torch.no_grad():  # summed on the device, read once per epoch
                 sums += torch.stack([terms[t].sum() for t in TERMS])
             counted += len(batch)
-        means = dict(zip(TERMS, (sums / max(counted, 1)).tolist(), strict=True))
+            if stop:
+                elapsed = time.perf_counter() - started
+                position = {"next": step + 1, "counted": counted, "seconds": elapsed}
+                self.save_checkpoint({**partial, **position})
+                raise TrainingInterrupted(
+                    self.stop_requested or "a peer", epoch + 1, step + 1, steps
+                )
+        totals = all_sum(
+            torch.cat([sums, torch.tensor([float(counted)], device=self.device)]), self.world
+        )
+        means = dict(zip(TERMS, (totals[:-1] / max(float(totals[-1]), 1.0)).tolist(), strict=True))
         loss = cfg.w_rec * means["rec"] + cfg.w_gauss * means["gauss"] + cfg.w_cat * means["cat"]
         return {
             "loss": loss,
@@ -253,30 +262,35 @@ class Trainer:
             "seconds": time.perf_counter() - started,
         }
 
-    def _finite_step(
-        self, loss: torch.Tensor, terms: dict[str, torch.Tensor], epoch: int, step: int
-    ) -> bool:
-        """True when the loss and every gradient are finite. Otherwise, by policy, raise
-        NonFiniteError (stop) or count a skipped step and return False (skip)."""
+    def _agree(self, loss: torch.Tensor) -> tuple[bool, bool]:
+        """(every rank's loss and gradients are finite, some rank was asked to stop): one host
+        sync per step (free on the CPU) and, across processes, one tiny all-reduce."""
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         finite = torch.isfinite(loss) & torch.isfinite(torch.nn.utils.get_total_norm(grads))
-        if finite.item():  # one host sync per step; free on the CPU
-            return True
-        bad = [t for t in TERMS if not torch.isfinite(terms[t]).all()]
-        what = f"loss term {bad[0]!r}" if bad else "gradient"
-        self.skipped_steps += 1
-        if self.config.on_nonfinite == "stop" or self.skipped_steps > self.config.max_skipped_steps:
-            self.optimizer.zero_grad(set_to_none=True)
-            path = self.checkpoint_path
-            kept = (
-                f"{path} was left as it was"
-                if path is not None and path.exists()
-                else "no checkpoint had been written"
-            )
-            raise NonFiniteError(
-                f"non-finite {what} in epoch {epoch}, step {step} (non-finite steps so far: "
-                f"{self.skipped_steps}, policy {self.config.on_nonfinite!r}); {kept}. "
-                "Try a lower --lr"
-            )
+        stop = torch.tensor(self.stop_requested is not None, device=self.device)
+        flags = all_sum(torch.stack([finite, stop]).float(), self.world).tolist()
+        return flags[0] == self.world.size, flags[1] > 0
+
+    def _nonfinite(self, terms: dict[str, torch.Tensor], epoch: int, step: int) -> None:
+        """A step with a NaN/inf loss or gradient: by policy, raise NonFiniteError (stop) or
+        count it as skipped (skip) until the limit."""
         self.optimizer.zero_grad(set_to_none=True)
-        return False
+        bad = [t for t in TERMS if not torch.isfinite(terms[t]).all()]
+        what = f"loss term {bad[0]!r}" if bad else "gradient (or a loss on another process)"
+        self.skipped_steps += 1
+        if (
+            self.config.on_nonfinite == "skip"
+            and self.skipped_steps <= self.config.max_skipped_steps
+        ):
+            return
+        path = self.checkpoint_path
+        kept = (
+            f"{path} was left as it was"
+            if path is not None and path.exists()
+            else "no checkpoint had been written"
+        )
+        raise NonFiniteError(
+            f"non-finite {what} in epoch {epoch}, step {step} (non-finite steps so far: "
+            f"{self.skipped_steps}, policy {self.config.on_nonfinite!r}); {kept}. "
+            "Try a lower --lr"
+        )
