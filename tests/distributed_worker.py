@@ -4,11 +4,10 @@ processes torchrun started and saves, per rank, the final parameters and the row
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from sklearn.datasets import load_digits
 
-from gmvae import distributed
+from gmvae import GMVAE, distributed
 from gmvae.model import GMVAENet, ModelConfig
 from gmvae.training import TrainConfig, Trainer
 
@@ -34,17 +33,28 @@ def train(world: distributed.World, device: torch.device) -> Trainer:
     return trainer
 
 
+def world_size() -> int:
+    """How many processes are in the group the estimator trained in."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
 if __name__ == "__main__":
     out = Path(sys.argv[1])
     world, device = distributed.setup("cpu")
     trainer = train(world, device)
+    # The estimator joins the same process group when started by torchrun.
+    estimator = GMVAE(5, latent_dim=4, hidden_dim=32, epochs=2, random_state=0, device="cpu")
+    labels = estimator.fit(digits().numpy().reshape(-1, 8, 8)).labels_
     torch.save(
         {
             "params": {k: v.clone() for k, v in trainer.model.state_dict().items()},
             "rows": trainer.rows_seen,
             "loss": [row["loss"] for row in trainer.history],
+            "estimator_labels": torch.as_tensor(labels),
+            "estimator_world": world_size(),
         },
         out / f"rank{world.rank}.pt",
     )
     distributed.teardown()
-    np.save(out / f"done{world.rank}.npy", np.ones(1))

@@ -48,6 +48,11 @@ def test_every_rank_ends_with_identical_parameters(two_ranks):
         assert torch.equal(first[name], second[name]), name
 
 
+def test_the_estimator_fitted_under_torchrun_gives_the_same_clusters_on_every_rank(two_ranks):
+    assert [rank["estimator_world"] for rank in two_ranks] == [2, 2]
+    assert torch.equal(two_ranks[0]["estimator_labels"], two_ranks[1]["estimator_labels"])
+
+
 def test_ranks_see_disjoint_rows_that_cover_every_epoch(two_ranks):
     steps_per_epoch = 400 // SETTINGS.batch_size
     for epoch in range(SETTINGS.epochs):
