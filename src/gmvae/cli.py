@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import io
 import os
 import signal
@@ -61,6 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN",
         help="continue RUN from its last checkpoint, with its own settings (--device may change)",
     )
+    train.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    train.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="a line per epoch (text) or a JSON object per epoch, for machines (json)",
+    )
+    train.add_argument(
+        "--tensorboard", action="store_true", help="also log to RUN/tensorboard (needs tensorboard)"
+    )
     for cls, section in ((DataConfig, "data"), (ModelConfig, "model"), (TrainConfig, "train")):
         _add_dataclass_flags(train, cls, section)
     train.set_defaults(func=cmd_train)
@@ -77,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", type=Path, required=True, help="CSV to write")
     predict.add_argument("--device", default="auto")
     predict.set_defaults(func=cmd_predict)
+
+    report = commands.add_parser(
+        "report", help="(re)write RUN/report.html, one self-contained page"
+    )
+    report.add_argument("run", type=Path)
+    report.add_argument("--data-dir", help="where the dataset's files are now")
+    report.set_defaults(func=cmd_report)
 
     datasets = commands.add_parser("datasets", help="list the named datasets and where they are")
     datasets.set_defaults(func=cmd_datasets)
@@ -105,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args: argparse.Namespace) -> None:
     from gmvae import distributed
     from gmvae.checkpoint import read_json
-    from gmvae.experiment import ExperimentConfig, resume_experiment, run_experiment
+    from gmvae.experiment import ExperimentConfig, Output, resume_experiment, run_experiment
     from gmvae.training import TrainingInterrupted
 
     overrides: dict[str, dict] = {"data": {}, "model": {}, "train": {}}
@@ -130,11 +148,14 @@ def cmd_train(args: argparse.Namespace) -> None:
         device_name = config.train.device
     # Under torchrun this joins the other processes; otherwise it is a world of one.
     world, _ = distributed.setup(device_name)
+    if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise GMVAEError("--tensorboard needs tensorboard: pip install 'gmvae[tensorboard]'")
+    output = Output("quiet" if args.quiet else args.log_format, args.tensorboard)
     try:
         if args.resume is not None:
-            resume_experiment(out, device, world=world)
+            resume_experiment(out, device, output, world)
         else:
-            run_experiment(config, out, command=["gmvae", *args.argv], world=world)
+            run_experiment(config, out, ["gmvae", *args.argv], output, world)
     except TrainingInterrupted as stop:
         if world.is_main:
             print(
@@ -155,24 +176,39 @@ def _load_run(run: Path, device: str):
     return load_model(run / "model", resolve_device(device))
 
 
-def cmd_evaluate(args: argparse.Namespace) -> None:
+def _run_data(run: Path, data_dir: str | None):
+    """The data a run was trained on (read again as its config.json says) and its seed."""
     from gmvae.checkpoint import read_json
-    from gmvae.experiment import DataConfig, evaluate, format_table, load_data
+    from gmvae.experiment import DataConfig, load_data
 
-    model = _load_run(args.run, args.device)
-    saved = read_json(args.run / "config.json")
+    saved = read_json(run / "config.json")
     try:
         data_config = DataConfig(**saved["data"])
         seed = saved["train"]["seed"]
     except (KeyError, TypeError) as err:
-        raise GMVAEError(
-            f"{args.run / 'config.json'} is not a compatible run config: {err}"
-        ) from None
-    if args.data_dir:
-        data_config = dataclasses.replace(data_config, data_dir=args.data_dir)
-    data = load_data(data_config, seed)
+        raise GMVAEError(f"{run / 'config.json'} is not a compatible run config: {err}") from None
+    if data_dir:
+        data_config = dataclasses.replace(data_config, data_dir=data_dir)
+    return load_data(data_config, seed), seed
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from gmvae.experiment import evaluate, format_table
+
+    model = _load_run(args.run, args.device)
+    data, seed = _run_data(args.run, args.data_dir)
     scores, _ = evaluate(model, data.x_test, data.y_test, seed=seed)
     print(format_table(scores, "test"))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from gmvae.report import write_report
+
+    if not (args.run / "results.json").is_file():
+        raise GMVAEError(f"{args.run} has no results.json: not a finished run")
+    model = _load_run(args.run, "cpu")
+    data, _ = _run_data(args.run, args.data_dir)
+    print(f"wrote {write_report(args.run, model, data)}")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -207,7 +243,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     images = inference.sample(model, np.repeat(np.arange(k), args.per_cluster), seed=args.seed)
     rows = [f"cluster {c}" for c in range(k)]
     grid = images.reshape(k, args.per_cluster, -1)
-    plots.plot_generated(grid, rows, model.config.image_shape, args.output)
+    plots.save_png(plots.plot_generated(grid, rows, model.config.image_shape), args.output)
     print(f"wrote {args.output}")
 
 

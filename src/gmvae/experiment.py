@@ -11,12 +11,15 @@ runs/<name>/
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
+import json
 import os
 import platform
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -35,6 +38,7 @@ from gmvae.errors import GMVAEError
 from gmvae.metrics import clustering_scores, contingency, hungarian_match, usage_entropy
 from gmvae.model import GMVAENet, ModelConfig
 from gmvae.preprocessing import ScaledRows, value_range
+from gmvae.report import write_report
 from gmvae.training import TrainConfig, Trainer
 
 # The reference project's settings are the dataclass defaults (K=10, z_dim=64, width 512,
@@ -73,6 +77,15 @@ class DataConfig:
     monitor_size: int = field(
         default=10000, metadata={"help": "training images scored each epoch (ACC/NMI/ARI)"}
     )
+
+
+@dataclass
+class Output:
+    """How a run reports itself, never what it computes."""
+
+    log: str = "text"  # text: a line per epoch; json: a JSON object per epoch; quiet: nothing
+    tensorboard: bool = False  # also TensorBoard event files in RUN/tensorboard
+    progress: bool | None = None  # a bar per epoch; default: on a terminal unless quiet
 
 
 @dataclass
@@ -204,7 +217,7 @@ def run_experiment(
     config: ExperimentConfig,
     out: Path,
     command: list[str] | None = None,
-    progress: bool | None = None,
+    output: Output | None = None,
     world: World | None = None,
 ) -> dict | None:
     """Train, evaluate and write the whole run folder. Returns results.json's content (None on
@@ -238,7 +251,7 @@ def run_experiment(
     trainer = Trainer(
         model, config.train, world_device(device, world), out / CHECKPOINT_FILE, world
     )
-    return train_and_report(trainer, data, config.data, out, progress)
+    return train_and_report(trainer, data, config.data, out, output or Output())
 
 
 def world_device(device: torch.device, world: World) -> torch.device:
@@ -277,7 +290,7 @@ def run_record(
 def resume_experiment(
     out: Path,
     device: str | None = None,
-    progress: bool | None = None,
+    output: Output | None = None,
     world: World | None = None,
 ) -> dict | None:
     """Continue the run in `out` from its last checkpoint and finish it as if never stopped,
@@ -303,9 +316,10 @@ def resume_experiment(
         world,
     )
     trainer.resume()
-    if world.is_main:
+    output = output or Output()
+    if world.is_main and output.log == "text":
         print(f"resuming {out} after epoch {len(trainer.history)} of {train_config.epochs}")
-    return train_and_report(trainer, data, data_config, out, progress)
+    return train_and_report(trainer, data, data_config, out, output)
 
 
 @contextmanager
@@ -328,10 +342,10 @@ def stop_on_signals(trainer: Trainer) -> Iterator[None]:
 
 
 def train_and_report(
-    trainer: Trainer, data: Dataset, data_config: DataConfig, out: Path, progress: bool | None
+    trainer: Trainer, data: Dataset, data_config: DataConfig, out: Path, output: Output
 ) -> dict | None:
-    """Train to the end (from wherever the trainer is), then write metrics, model, results and
-    figures into `out`."""
+    """Train to the end (from wherever the trainer is), then write metrics, model, results,
+    figures and report.html into `out`."""
     model, config = trainer.model, trainer.config
     k = model.config.n_clusters
     monitor_x = data.x_train[: data_config.monitor_size]
@@ -345,17 +359,36 @@ def train_and_report(
         }
 
     main = trainer.world.is_main
+    board = None
+    if main and output.tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise GMVAEError(
+                "--tensorboard needs tensorboard: pip install 'gmvae[tensorboard]'"
+            ) from None
+        board = SummaryWriter(str(out / "tensorboard"))
 
     def on_epoch(row: dict) -> None:
         write_metrics(out / "metrics.csv", trainer.history)
-        scores = "".join(f"  {k} {row[k]:5.1f}" for k in ("acc", "nmi", "ari") if k in row)
-        print(
-            f"epoch {row['epoch']:>3}/{config.epochs}  loss {row['loss']:9.3f}  "
-            f"tau {row['tau']:.3f}{scores}  usage {row['usage_entropy']:.2f}  "
-            f"{row['seconds']:.1f}s",
-            flush=True,
-        )
+        if board is not None:
+            for key, value in row.items():
+                board.add_scalar(key, value, row["epoch"])
+            board.flush()
+        if output.log == "json":
+            print(json.dumps(row), flush=True)
+        elif output.log == "text":
+            scores = "".join(f"  {k} {row[k]:5.1f}" for k in ("acc", "nmi", "ari") if k in row)
+            print(
+                f"epoch {row['epoch']:>3}/{config.epochs}  loss {row['loss']:9.3f}  "
+                f"tau {row['tau']:.3f}{scores}  usage {row['usage_entropy']:.2f}  "
+                f"{row['seconds']:.1f}s",
+                flush=True,
+            )
 
+    progress = output.progress
+    if progress is None:
+        progress = sys.stderr.isatty() and output.log != "quiet"
     with stop_on_signals(trainer):
         x = data.x_train if isinstance(data.x_train, ScaledRows) else torch.as_tensor(data.x_train)
         if main:
@@ -379,9 +412,15 @@ def train_and_report(
         "device": str(trainer.device),
     }
     write_figures(model, data, history, clusters, table, match, out, config.seed)
-    write_json(out / "results.json", results)  # last: its presence marks a finished run
-    print(format_table(scores, "test"))
-    print(f"run folder: {out}")
+    write_json(out / "results.json", results)
+    write_report(out, model, data)
+    if board is not None:
+        board.close()
+    if output.log == "json":
+        print(json.dumps({"results": results, "run": str(out)}), flush=True)
+    elif output.log == "text":
+        print(format_table(scores, "test"))
+        print(f"run folder: {out}")
     return results
 
 
@@ -400,23 +439,28 @@ def write_figures(
     k = model.config.n_clusters
     # Clusters in the order of the label they match (cluster for digit 0 first), then the rest.
     order = sorted(range(k), key=lambda c: (match.get(c, k), c))
-    plots.plot_losses(history, out / "losses.png")
+    plots.save_png(plots.plot_losses(history), out / "losses.png")
     n = min(TSNE_POINTS, len(data.x_test))
     latent = inference.latent_means(model, data.x_test[:n])
     rank = np.argsort(order)  # cluster -> its row in `order`, i.e. its matched label when K = C
     labels = None if data.y_test is None else data.y_test[:n]
-    plots.plot_latent_tsne(latent, labels, rank[clusters[:n]], out / "latent_tsne.png", seed)
+    xy = plots.embed_2d(latent, "tsne", seed)
+    plots.save_png(plots.plot_latent_map(xy, labels, rank[clusters[:n]]), out / "latent_tsne.png")
+    if importlib.util.find_spec("umap") is not None:
+        xy = plots.embed_2d(latent, "umap", seed)
+        figure = plots.plot_latent_map(xy, labels, rank[clusters[:n]], "UMAP")
+        plots.save_png(figure, out / "latent_umap.png")
     if table is not None:
-        plots.plot_scores(history, out / "scores.png")
-        plots.plot_contingency(table, order, out / "contingency.png")
+        plots.save_png(plots.plot_scores(history), out / "scores.png")
+        plots.save_png(plots.plot_contingency(table, order), out / "contingency.png")
     if data.image_shape is None:
         return
     originals = data.x_test[:16]
     recon = inference.reconstruct(model, originals)
-    plots.plot_reconstructions(originals, recon, data.image_shape, out / "reconstructions.png")
+    figure = plots.plot_reconstructions(originals, recon, data.image_shape)
+    plots.save_png(figure, out / "reconstructions.png")
     per_row = 10
     generated = inference.sample(model, np.repeat(order, per_row), seed=seed)
     names = [f"cluster {c} → {match[c]}" if c in match else f"cluster {c}" for c in order]
-    plots.plot_generated(
-        generated.reshape(k, per_row, -1), names, data.image_shape, out / "generated.png"
-    )
+    figure = plots.plot_generated(generated.reshape(k, per_row, -1), names, data.image_shape)
+    plots.save_png(figure, out / "generated.png")

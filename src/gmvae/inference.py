@@ -84,3 +84,17 @@ def _most_probable(model: GMVAENet, x: torch.Tensor) -> torch.Tensor:
     """One-hot of argmax q(y|x): (N, D) -> (N, K)."""
     logits = model.cluster_logits(x)
     return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(x.dtype)
+
+
+@torch.inference_mode()
+def interpolate(model: GMVAENet, pairs: list[tuple[int, int]], steps: int = 10) -> np.ndarray:
+    """For each (a, b): z moving in `steps` from the mean of p(z|y=a) to that of p(z|y=b),
+    decoded. -> (len(pairs), steps, D)."""
+    model.eval()
+    device = _device(model)
+    eye = torch.eye(model.config.n_clusters, device=device)
+    means = model.prior(eye)[0]  # (K, Z)
+    t = torch.linspace(0, 1, steps, device=device)[:, None]
+    walks = [(1 - t) * means[a] + t * means[b] for a, b in pairs]
+    z = torch.cat(walks)
+    return model.mean_image(model.decode(z)).view(len(pairs), steps, -1).cpu().numpy()

@@ -221,7 +221,8 @@ class GMVAENet(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """The training objective's terms per example, each (N,), with y drawn by Gumbel-Softmax.
 
-        rec = -log p(x|z); gauss = log q(z|x,y) - log p(z|y); cat = KL(q(y|x) || uniform).
+        rec = -log p(x|z); gauss = log q(z|x,y) - log p(z|y); cat = KL(q(y|x) || uniform);
+        also "logits" (N, K) of q(y|x), for statistics such as cluster usage.
         noise: (gumbel (N, K), normal (N, Z)) to use instead of fresh draws; the trainer passes
         it so that a batch split across processes sees the noise it would see in one process.
         """
@@ -240,6 +241,7 @@ class GMVAENet(nn.Module):
             "gauss": gaussian_log_density(z, mean, var)
             - gaussian_log_density(z, prior_mean, prior_var),
             "cat": categorical_kl_uniform(logits),
+            "logits": logits,
         }
 
     def elbo(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,6 @@
-"""Figures of a run, written as PNG. Each function takes plain arrays and a path."""
+"""Figures of a run. Each plot_* function takes plain arrays and returns a matplotlib Figure;
+save_png writes one to a file, png_bytes gives its PNG bytes (for the HTML report). One style
+for all: readable sizes and Paul Tol's colour-blind-safe palette."""
 
 from __future__ import annotations
 
@@ -10,16 +12,47 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
 from gmvae.checkpoint import atomic_write  # noqa: E402
 
+# Paul Tol's "muted" qualitative scheme (distinguishable with common colour-vision
+# deficiencies), then his "light" scheme for up to 20 categories.
+PALETTE = [
+    "#332288", "#88CCEE", "#44AA99", "#117733", "#999933",
+    "#DDCC77", "#CC6677", "#882255", "#AA4499", "#777777",
+    "#77AADD", "#EE8866", "#EEDD88", "#FFAABB", "#99DDFF",
+    "#44BB99", "#BBCC33", "#AAAA00", "#DDDDDD", "#000000",
+]  # fmt: skip
+plt.rcParams.update(
+    {
+        "figure.dpi": 110,
+        "font.size": 10,
+        "axes.titlesize": 11,
+        "axes.prop_cycle": plt.cycler(color=PALETTE[:10]),
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+    }
+)
 
-def _save(fig: plt.Figure, path: Path) -> None:
+
+def png_bytes(fig: plt.Figure) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buffer, format="png", bbox_inches="tight")
     plt.close(fig)
-    atomic_write(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save_png(fig: plt.Figure, path: Path) -> None:
+    atomic_write(path, png_bytes(fig))
+
+
+def category_colours(n: int) -> matplotlib.colors.ListedColormap:
+    """A colour per category 0..n-1 (a continuous map past 20)."""
+    if n <= len(PALETTE):
+        return matplotlib.colors.ListedColormap(PALETTE[:n])
+    return plt.get_cmap("viridis", n)
 
 
 def image_grid(images: np.ndarray, image_shape: tuple[int, ...], pad: int = 1) -> np.ndarray:
@@ -40,19 +73,20 @@ def image_grid(images: np.ndarray, image_shape: tuple[int, ...], pad: int = 1) -
     return grid[..., 0] if depth == 1 else grid
 
 
-def plot_scores(history: list[dict], path: Path) -> None:
+def plot_scores(history: list[dict]) -> plt.Figure:
     """ACC, NMI and ARI on the monitoring split over epochs."""
     epochs = [row["epoch"] for row in history]
     fig, ax = plt.subplots(figsize=(6, 4))
     for key in ("acc", "nmi", "ari"):
         ax.plot(epochs, [row[key] for row in history], marker="o", markersize=3, label=key.upper())
     ax.set(xlabel="epoch", ylabel="score (%)", title="Clustering scores on the monitoring split")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    return fig
 
 
-def plot_losses(history: list[dict], path: Path) -> None:
+def plot_losses(history: list[dict]) -> plt.Figure:
     """Each loss term and the Gumbel temperature over epochs, one panel each."""
     epochs = [row["epoch"] for row in history]
     panels = [
@@ -66,40 +100,51 @@ def plot_losses(history: list[dict], path: Path) -> None:
     for ax, (key, title) in zip(axes, panels, strict=True):
         ax.plot(epochs, [row[key] for row in history], marker="o", markersize=2)
         ax.set(xlabel="epoch", title=title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    _save(fig, path)
+    return fig
 
 
-def plot_latent_tsne(
-    latent: np.ndarray, labels: np.ndarray | None, clusters: np.ndarray, path: Path, seed: int = 0
-) -> None:
-    """t-SNE of latent means (N, Z), coloured by true label (left, when known) and by cluster.
+def embed_2d(latent: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
+    """(N, Z) -> (N, 2) with t-SNE, or UMAP (`method="umap"`, needs umap-learn)."""
+    if method == "umap":
+        import umap
+
+        return umap.UMAP(random_state=seed).fit_transform(latent)
+    perplexity = min(30.0, (len(latent) - 1) / 3)
+    return TSNE(2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(latent)
+
+
+def plot_latent_map(
+    xy: np.ndarray, labels: np.ndarray | None, clusters: np.ndarray, method: str = "t-SNE"
+) -> plt.Figure:
+    """A 2-D map of latent means, coloured by true label (left, when known) and by cluster.
 
     Pass clusters renumbered so that the cluster matched to label c is c: colours then agree."""
-    perplexity = min(30.0, (len(latent) - 1) / 3)
-    embedded = TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed)
-    xy = embedded.fit_transform(latent)
-    panels = (
-        [(clusters, "cluster")]
-        if labels is None
-        else [(labels, "true label"), (clusters, "cluster")]
-    )
+    panels = [(clusters, "cluster")]
+    if labels is not None:
+        panels.insert(0, (labels, "true label"))
     n_colours = int(max(colour.max() for colour, _ in panels)) + 1
-    cmap = "tab10" if n_colours <= 10 else "tab20" if n_colours <= 20 else "viridis"
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
     for ax, (colour, title) in zip(axes[0], panels, strict=True):
         points = ax.scatter(
-            xy[:, 0], xy[:, 1], c=colour, cmap=cmap, s=4, vmin=-0.5, vmax=n_colours - 0.5
+            xy[:, 0],
+            xy[:, 1],
+            c=colour,
+            cmap=category_colours(n_colours),
+            s=4,
+            vmin=-0.5,
+            vmax=n_colours - 0.5,
         )
-        ax.set(title=f"t-SNE of E[z|x], coloured by {title}", xticks=[], yticks=[])
+        ax.set(title=f"{method} of E[z|x], coloured by {title}", xticks=[], yticks=[])
         fig.colorbar(points, ax=ax, ticks=range(n_colours), fraction=0.04)
-    _save(fig, path)
+    return fig
 
 
 def plot_reconstructions(
-    originals: np.ndarray, reconstructions: np.ndarray, image_shape: tuple[int, ...], path: Path
-) -> None:
+    originals: np.ndarray, reconstructions: np.ndarray, image_shape: tuple[int, ...]
+) -> plt.Figure:
     """Originals (n, H*W) on the top row, their reconstructions below."""
     grid = image_grid(np.stack([originals, reconstructions]), image_shape)
     fig, ax = plt.subplots(figsize=(len(originals) * 0.6, 1.6))
@@ -108,12 +153,12 @@ def plot_reconstructions(
     ax.set(xticks=[], yticks=[0.5 * h, 1.5 * h])
     ax.set_yticklabels(["original", "reconstruction"])
     ax.set_title("Reconstructions")
-    _save(fig, path)
+    return fig
 
 
 def plot_generated(
-    images: np.ndarray, row_labels: list[str], image_shape: tuple[int, ...], path: Path
-) -> None:
+    images: np.ndarray, row_labels: list[str], image_shape: tuple[int, ...]
+) -> plt.Figure:
     """Images generated per cluster, (rows, n, H*W): a row per cluster."""
     rows, cols = images.shape[:2]
     grid = image_grid(images, image_shape)
@@ -122,10 +167,10 @@ def plot_generated(
     ax.set(xticks=[], yticks=[(r + 0.5) * (image_shape[-2] + 1) for r in range(rows)])
     ax.set_yticklabels(row_labels)
     ax.set_title("Generated from p(x|z), z ~ p(z|y) per cluster")
-    _save(fig, path)
+    return fig
 
 
-def plot_contingency(table: np.ndarray, row_order: list[int], path: Path) -> None:
+def plot_contingency(table: np.ndarray, row_order: list[int]) -> plt.Figure:
     """Counts of clusters (rows, in `row_order`) x true labels (columns)."""
     ordered = table[row_order]
     fig, ax = plt.subplots(figsize=(0.55 * table.shape[1] + 2, 0.45 * len(row_order) + 1.5))
@@ -141,10 +186,10 @@ def plot_contingency(table: np.ndarray, row_order: list[int], path: Path) -> Non
         title="Clusters x labels (test set)",
     )
     ax.set_yticklabels([str(k) for k in row_order])
-    _save(fig, path)
+    return fig
 
 
-def plot_select_k(rows: list[dict], path: Path) -> None:
+def plot_select_k(rows: list[dict]) -> plt.Figure:
     """Held-out ELBO per K (left) and, when labels exist, ACC/NMI/ARI per K (right)."""
     ks = [row["k"] for row in rows]
     labelled = "acc" in rows[0]
@@ -160,4 +205,19 @@ def plot_select_k(rows: list[dict], path: Path) -> None:
         axes[0][1].legend()
     for ax in axes[0]:
         ax.grid(alpha=0.3)
-    _save(fig, path)
+    return fig
+
+
+def plot_cluster_sizes(sizes: np.ndarray, confidence: np.ndarray, names: list[str]) -> plt.Figure:
+    """Examples per cluster (bars) and their mean max q(y|x) (points, right axis)."""
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(sizes) + 2), 3.6))
+    positions = np.arange(len(sizes))
+    ax.bar(positions, sizes, color=PALETTE[1])
+    ax.set(ylabel="test examples", xticks=positions, title="Cluster sizes and confidence")
+    ax.set_xticklabels(names, rotation=45, ha="right")
+    right = ax.twinx()
+    right.plot(positions, confidence, "o", color=PALETTE[6])
+    right.set(ylabel="mean max q(y|x)", ylim=(0, 1.05))
+    right.spines["right"].set_visible(True)
+    fig.tight_layout()
+    return fig

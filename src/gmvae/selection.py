@@ -89,7 +89,7 @@ def select_k(
     writer.writeheader()
     writer.writerows(rows)
     atomic_write(out / "select_k.csv", buffer.getvalue())
-    plots.plot_select_k(rows, out / "select_k.png")
+    plots.save_png(plots.plot_select_k(rows), out / "select_k.png")
     best = max(rows, key=lambda r: r["heldout_elbo"])
     print(f"best K by held-out ELBO: {best['k']}  (table: {out / 'select_k.csv'})")
     return rows

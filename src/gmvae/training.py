@@ -25,6 +25,7 @@ from gmvae.preprocessing import ScaledRows
 
 TERMS = ("rec", "gauss", "cat")
 NONFINITE_POLICIES = ("stop", "skip")
+PROGRESS_EVERY = 25  # steps between updates of the progress bar's loss and usage entropy
 
 
 @dataclass
@@ -117,6 +118,7 @@ class Trainer:
         # What training steps call: the model, or DDP around it when there are several ranks.
         # Checkpoints always hold the bare model, so runs move between 1 and N processes.
         self.network = DistributedDataParallel(model) if world.size > 1 else model
+        self._weights = torch.tensor([config.w_rec, config.w_gauss, config.w_cat], device=device)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
         self.checkpoint_path = checkpoint_path
@@ -217,7 +219,8 @@ class Trainer:
         steps = math.ceil(len(x) / cfg.batch_size)
         desc = f"epoch {epoch + 1}/{cfg.epochs}"
         todo = range(partial["next"], steps)
-        for step in tqdm(todo, desc=desc, leave=False, disable=not progress):
+        bar = tqdm(todo, desc=desc, leave=False, disable=not progress)
+        for step in bar:
             rows = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             if len(rows) < self.world.size:  # a last batch too small to split: every rank skips
                 continue
@@ -241,6 +244,12 @@ class Trainer:
             with torch.no_grad():  # summed on the device, read once per epoch
                 sums += torch.stack([terms[t].sum() for t in TERMS])
             counted += len(batch)
+            if progress and step % PROGRESS_EVERY == 0:  # a host read only every few steps
+                usage = terms["logits"].softmax(-1).mean(0)
+                bar.set_postfix(
+                    loss=f"{float((sums * self._weights).sum()) / max(counted, 1):.2f}",
+                    usage=f"{float(-(usage * usage.clamp_min(1e-12).log()).sum()):.2f}",
+                )
             if stop:
                 elapsed = time.perf_counter() - started
                 position = {"next": step + 1, "counted": counted, "seconds": elapsed}
