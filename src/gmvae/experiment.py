@@ -223,7 +223,8 @@ def run_experiment(
     """Train, evaluate and write the whole run folder. Returns results.json's content (None on
     ranks other than 0, which only train). `command` is saved in config.json."""
     world = world or World()
-    check_run_folder(out)  # cheap checks first, the folder is made only when all pass
+    if world.size == 1:  # cheap checks first (several ranks leave it all to rank 0, below)
+        check_run_folder(out)
     device = resolve_device(config.train.device)
     config.train.validate()
     data = load_data(config.data, config.train.seed)
@@ -232,6 +233,8 @@ def run_experiment(
         data.x_train.shape[1], data.image_shape, unit_range=low >= 0 and high <= 1
     )
     model_config.validate()
+    if config.train.w_consistency > 0 and model_config.image_shape is None:
+        raise GMVAEError("w_consistency transforms images; this data is a table")
     if len(data.x_train) < model_config.n_clusters:
         raise GMVAEError(
             f"{len(data.x_train)} training examples for {model_config.n_clusters} clusters"

@@ -218,6 +218,7 @@ class GMVAENet(nn.Module):
         temperature: float,
         hard: bool = False,
         noise: tuple[torch.Tensor, torch.Tensor] | None = None,
+        moved: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The training objective's terms per example, each (N,), with y drawn by Gumbel-Softmax.
 
@@ -225,6 +226,8 @@ class GMVAENet(nn.Module):
         also "logits" (N, K) of q(y|x), for statistics such as cluster usage.
         noise: (gumbel (N, K), normal (N, Z)) to use instead of fresh draws; the trainer passes
         it so that a batch split across processes sees the noise it would see in one process.
+        moved: x slightly transformed (N, D); adds "consistency" = KL(q(y|x) || q(y|moved)),
+        with q(y|x) held fixed as the target.
         """
         if noise is None:
             noise = draw_noise(len(x), self.config, x.device)
@@ -236,13 +239,18 @@ class GMVAENet(nn.Module):
         mean, var = self.encode_z(x, y)
         z = mean + var.sqrt() * normal
         prior_mean, prior_var = self.prior(y)
-        return {
+        terms = {
             "rec": reconstruction_nll(x, self.decode(z), self.config.likelihood),
             "gauss": gaussian_log_density(z, mean, var)
             - gaussian_log_density(z, prior_mean, prior_var),
             "cat": categorical_kl_uniform(logits),
             "logits": logits,
         }
+        if moved is not None:
+            target = F.log_softmax(logits.detach(), -1)
+            moved_log_q = F.log_softmax(self.cluster_logits(moved), -1)
+            terms["consistency"] = (target.exp() * (target - moved_log_q)).sum(-1)
+        return terms
 
     def elbo(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The evidence lower bound per example, (N, D) -> (N,), exact in y.

@@ -16,6 +16,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from gmvae import augment
 from gmvae.checkpoint import load_training_state, save_training_state
 from gmvae.distributed import World, all_sum
 from gmvae.errors import GMVAEError
@@ -45,6 +46,14 @@ class TrainConfig:
     w_rec: float = field(default=1.0, metadata={"help": "weight of the reconstruction term"})
     w_gauss: float = field(default=1.0, metadata={"help": "weight of log q(z|x,y) - log p(z|y)"})
     w_cat: float = field(default=1.0, metadata={"help": "weight of KL(q(y|x) || uniform)"})
+    w_balance: float = field(
+        default=0.0,
+        metadata={"help": "weight of log K - H(batch mean of q(y|x)): keeps clusters in use"},
+    )
+    w_consistency: float = field(
+        default=0.0,
+        metadata={"help": "weight of KL(q(y|x) || q(y|T(x))) for a small random affine T (images)"},
+    )
     seed: int = field(default=0, metadata={"help": "seeds initialisation, batches and sampling"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     checkpoint_every: int = field(
@@ -62,6 +71,8 @@ class TrainConfig:
     )
 
     def validate(self) -> None:
+        if min(self.w_balance, self.w_consistency) < 0:
+            raise GMVAEError("w_balance and w_consistency must be at least 0")
         if self.epochs < 1 or self.batch_size < 1:
             raise GMVAEError("epochs and batch_size must be at least 1")
         if self.checkpoint_every < 0 or self.max_skipped_steps < 0:
@@ -75,6 +86,13 @@ class TrainConfig:
 def gumbel_temperature(config: TrainConfig, epoch: int) -> float:
     """The reference schedule: tau = max(tau_start * exp(-tau_decay * epoch), tau_min)."""
     return max(config.tau_start * math.exp(-config.tau_decay * epoch), config.tau_min)
+
+
+def usage_shortfall(logits: torch.Tensor) -> torch.Tensor:
+    """log K - H(mean over the batch of q(y|x)): 0 when the batch uses every cluster equally,
+    log K when it uses one. logits (N, K) -> scalar."""
+    usage = logits.softmax(-1).mean(0)
+    return math.log(logits.shape[-1]) + (usage * usage.clamp_min(1e-12).log()).sum()
 
 
 class NonFiniteError(GMVAEError):
@@ -228,12 +246,24 @@ class Trainer:
             gumbel, normal = draw_noise(len(rows), self.model.config, self.device)
             mine = self.world.shard(torch.arange(len(rows), device=self.device))
             batch = self._batch(x, rows[mine])
+            moved = None
+            if cfg.w_consistency > 0:
+                params = augment.random_affine_params(len(rows), self.device)[mine]
+                moved = augment.transform(batch, self.model.config.image_shape, params)
             terms = self.network(
-                batch, temperature=tau, hard=cfg.gumbel_hard, noise=(gumbel[mine], normal[mine])
+                batch,
+                temperature=tau,
+                hard=cfg.gumbel_hard,
+                noise=(gumbel[mine], normal[mine]),
+                moved=moved,
             )
             # Each rank's mean weighted by its share: DDP's average is the global batch's mean.
             share = len(mine) * self.world.size / len(rows)
             loss = weighted_loss(terms, cfg.w_rec, cfg.w_gauss, cfg.w_cat) * share
+            if cfg.w_consistency > 0:
+                loss = loss + cfg.w_consistency * terms["consistency"].mean() * share
+            if cfg.w_balance > 0:  # over this rank's part of the batch
+                loss = loss + cfg.w_balance * usage_shortfall(terms["logits"])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             finite, stop = self._agree(loss)

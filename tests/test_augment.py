@@ -1,0 +1,37 @@
+import math
+
+import torch
+
+from gmvae import augment
+from gmvae.model import GMVAENet, ModelConfig
+from gmvae.training import usage_shortfall
+
+
+def test_identity_params_leave_images_unchanged_and_random_ones_move_them_a_little():
+    x = torch.rand(4, 64)
+    identity = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(4, 2, 3)
+    torch.testing.assert_close(augment.transform(x, (8, 8), identity), x, atol=1e-5, rtol=0)
+    torch.manual_seed(0)
+    params = augment.random_affine_params(4, torch.device("cpu"))
+    moved = augment.transform(x, (8, 8), params)
+    assert moved.shape == x.shape and not torch.allclose(moved, x)
+    assert (params[:, :, :2].abs() <= 1 / 0.9 + 1e-6).all()  # at most 15 degrees, 10% scale
+
+
+def test_consistency_term_is_zero_for_an_unmoved_copy_and_positive_otherwise():
+    torch.manual_seed(0)
+    config = ModelConfig(x_dim=64, image_shape=(8, 8), n_clusters=3, z_dim=2, hidden_dim=16,
+                         likelihood="bernoulli")  # fmt: skip
+    model = GMVAENet(config)
+    x = torch.rand(5, 64)
+    same = model(x, temperature=1.0, moved=x)["consistency"]
+    assert same.abs().max() < 1e-6
+    other = model(x, temperature=1.0, moved=torch.rand(5, 64))["consistency"]
+    assert (other >= 0).all() and other.sum() > 0
+
+
+def test_usage_shortfall_is_zero_when_balanced_and_log_k_when_collapsed():
+    balanced = torch.eye(4).repeat(2, 1) * 50
+    assert abs(float(usage_shortfall(balanced))) < 1e-5
+    collapsed = torch.tensor([[50.0, 0, 0, 0]]).repeat(8, 1)
+    assert abs(float(usage_shortfall(collapsed)) - math.log(4)) < 1e-5
