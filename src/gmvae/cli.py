@@ -1,4 +1,4 @@
-"""The `gmvae` command: train, evaluate, predict, sample.
+"""The `gmvae` command: train, evaluate, predict, sample, report, datasets, select-k.
 
 Every field of the config dataclasses is a `gmvae train` flag (`--z-dim`, `--batch-size`, ...);
 a preset supplies the defaults and flags given on the command line override it.
