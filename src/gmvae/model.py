@@ -74,9 +74,9 @@ class ModelConfig:
             raise GMVAEError("a bernoulli likelihood needs data in [0, 1]; use gaussian or auto")
         architecture = self.architecture
         if architecture == "auto":
-            # conv costs 74 s per MNIST epoch on 2 CPU cores against 17 s for mlp (batch 64),
-            # and no benchmark here has yet shown it clusters better: auto stays mlp until one
-            # does (the clustering-quality issue measures it).
+            # conv is several times slower per epoch than mlp on the CPU, and no benchmark here
+            # has yet shown it clusters better: auto stays mlp until one does (the
+            # clustering-quality issue measures it).
             architecture = "mlp"
         return replace(
             self,
