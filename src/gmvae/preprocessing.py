@@ -51,18 +51,6 @@ class Scaling:
         return cls(offset, scale)
 
 
-def to_array(values: object) -> np.ndarray:
-    """A NumPy array from an array, torch tensor, pandas DataFrame/Series or nested lists."""
-    if hasattr(values, "detach"):  # a torch tensor
-        values = values.detach().cpu().numpy()
-    elif hasattr(values, "to_numpy"):  # a pandas DataFrame or Series
-        values = values.to_numpy()
-    try:
-        return np.asarray(values)
-    except (TypeError, ValueError) as err:
-        raise GMVAEError(f"input cannot be read as an array: {err}") from None
-
-
 def value_range(x: np.ndarray | ScaledRows) -> tuple[float, float]:
     """Smallest and largest value of model inputs, read in chunks."""
     low, high = np.inf, -np.inf
