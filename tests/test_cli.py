@@ -34,7 +34,8 @@ def test_train_writes_every_output_and_each_parses(run):
     assert "ACC" in stdout and "NMI" in stdout and "ARI" in stdout
 
     config = json.loads((out / "config.json").read_text())
-    assert config["train"]["seed"] == 0 and config["train"]["batch_size"] == 64
+    assert config["preset"] == "default" and config["train"]["seed"] == 0
+    assert config["train"]["batch_size"] == 256 and config["train"]["w_neighbours"] == 20
     assert config["model"]["n_clusters"] == 10 and config["data"]["train_subset"] == 300
     for key in ("gmvae_version", "torch_version", "device", "git_commit", "preset"):
         assert key in config

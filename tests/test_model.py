@@ -107,3 +107,13 @@ def test_unknown_likelihood_is_rejected():
 def test_config_round_trips_through_a_dict():
     config = ModelConfig(x_dim=16, image_shape=(4, 4), n_clusters=3)
     assert ModelConfig.from_dict(config.to_dict()) == config
+
+
+def test_neighbour_term_is_minus_log_probability_that_both_fall_in_one_cluster():
+    model = small_model()
+    x, neighbour = torch.rand(5, 16), torch.rand(5, 16)
+    terms = model(x, temperature=0.5, neighbour=neighbour)
+    q, q_neighbour = (model.cluster_logits(v).softmax(-1) for v in (x, neighbour))
+    torch.testing.assert_close(terms["neighbour"], -(q * q_neighbour).sum(-1).log())
+    terms["neighbour"].sum().backward()  # both sides of the pair are trained
+    assert model.y_encoder[0].weight.grad.abs().sum() > 0

@@ -9,6 +9,7 @@ from gmvae.distributed import resolve_device
 from gmvae.errors import GMVAEError
 from gmvae.metrics import cluster_accuracy
 from gmvae.model import GMVAENet, ModelConfig
+from gmvae.preprocessing import ScaledRows
 from gmvae.training import (
     NonFiniteError,
     TrainConfig,
@@ -178,3 +179,16 @@ def test_constant_feature_columns_train_finitely_with_a_gaussian_likelihood(tmp_
     model = GMVAENet(ModelConfig(x_dim=6, image_shape=None, likelihood="gaussian", hidden_dim=16))
     history = Trainer(model, TrainConfig(epochs=3), torch.device("cpu")).fit(x, progress=False)
     assert all(math.isfinite(row["loss"]) for row in history)
+
+
+def test_memory_mapped_batches_come_back_in_the_order_asked(digits, tmp_path):
+    x, _ = digits
+    np.save(tmp_path / "x.npy", x)
+    rows = ScaledRows(np.load(tmp_path / "x.npy", mmap_mode="r"), None)
+    trainer = Trainer(
+        GMVAENet(ModelConfig(x_dim=64, image_shape=(8, 8), hidden_dim=8, likelihood="bernoulli")),
+        TrainConfig(),
+        torch.device("cpu"),
+    )
+    wanted = torch.tensor([9, 2, 700, 2, 0])
+    assert torch.equal(trainer._batch(rows, wanted), torch.from_numpy(x[wanted.numpy()]))

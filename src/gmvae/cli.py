@@ -254,8 +254,8 @@ def cmd_datasets(args: argparse.Namespace) -> None:
         print(f"{name:<15} {where}")
 
 
-def parse_k_range(text: str) -> list[int]:
-    """'2-20' -> 2..20; '5,10,15' -> [5, 10, 15]."""
+def parse_int_range(text: str, flag: str = "--k") -> list[int]:
+    """'2-20' -> 2..20; '5,10,15' -> [5, 10, 15]; non-negative values only."""
     try:
         if "-" in text:
             low, high = (int(v) for v in text.split("-"))
@@ -263,9 +263,11 @@ def parse_k_range(text: str) -> list[int]:
         else:
             values = [int(v) for v in text.split(",")]
     except ValueError:
-        raise GMVAEError(f"--k {text!r}: expected a range like 2-20 or a list like 5,10") from None
-    if not values or min(values) < 1:
-        raise GMVAEError(f"--k {text!r}: expected positive numbers of clusters")
+        raise GMVAEError(
+            f"{flag} {text!r}: expected a range like 2-20 or a list like 5,10"
+        ) from None
+    if not values or min(values) < 0:
+        raise GMVAEError(f"{flag} {text!r}: expected non-negative numbers")
     return values
 
 
@@ -279,7 +281,9 @@ def cmd_select_k(args: argparse.Namespace) -> None:
         label_column=args.label_column,
         train_subset=args.train_subset,
     )
-    ks = parse_k_range(args.k)
+    ks = parse_int_range(args.k)
+    if min(ks) < 1:
+        raise GMVAEError(f"--k {args.k!r}: every K must be at least 1")
     select_k(load_data(config, args.seed), ks, args.epochs, args.seed, args.device, args.out)
 
 

@@ -219,6 +219,7 @@ class GMVAENet(nn.Module):
         hard: bool = False,
         noise: tuple[torch.Tensor, torch.Tensor] | None = None,
         moved: torch.Tensor | None = None,
+        neighbour: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The training objective's terms per example, each (N,), with y drawn by Gumbel-Softmax.
 
@@ -228,6 +229,8 @@ class GMVAENet(nn.Module):
         it so that a batch split across processes sees the noise it would see in one process.
         moved: x slightly transformed (N, D); adds "consistency" = KL(q(y|x) || q(y|moved)),
         with q(y|x) held fixed as the target.
+        neighbour: a near neighbour of each row of x (N, D); adds "neighbour" =
+        -log sum_y q(y|x) q(y|neighbour), small when both are confidently in the same cluster.
         """
         if noise is None:
             noise = draw_noise(len(x), self.config, x.device)
@@ -250,6 +253,10 @@ class GMVAENet(nn.Module):
             target = F.log_softmax(logits.detach(), -1)
             moved_log_q = F.log_softmax(self.cluster_logits(moved), -1)
             terms["consistency"] = (target.exp() * (target - moved_log_q)).sum(-1)
+        if neighbour is not None:
+            log_q = F.log_softmax(logits, -1)
+            log_q_neighbour = F.log_softmax(self.cluster_logits(neighbour), -1)
+            terms["neighbour"] = -torch.logsumexp(log_q + log_q_neighbour, -1)
         return terms
 
     def elbo(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

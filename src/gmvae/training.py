@@ -22,6 +22,7 @@ from gmvae.distributed import World, all_sum
 from gmvae.errors import GMVAEError
 from gmvae.losses import weighted_loss
 from gmvae.model import GMVAENet, draw_noise
+from gmvae.neighbours import nearest_neighbours
 from gmvae.preprocessing import ScaledRows
 
 TERMS = ("rec", "gauss", "cat")
@@ -52,7 +53,27 @@ class TrainConfig:
     )
     w_consistency: float = field(
         default=0.0,
-        metadata={"help": "weight of KL(q(y|x) || q(y|T(x))) for a small random affine T (images)"},
+        metadata={
+            "help": "weight of KL(q(y|x) || q(y|T(x))) for a small random affine T (images; "
+            "off for tables)"
+        },
+    )
+    w_neighbours: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of -log sum_y q(y|x) q(y|x') for x' one of x's nearest neighbours"
+        },
+    )
+    n_neighbours: int = field(
+        default=5, metadata={"help": "neighbours per example for --w-neighbours (PCA space)"}
+    )
+    neighbour_warmup: int = field(
+        default=300,
+        metadata={
+            "help": "optimizer steps over which --w-neighbours rises linearly from 0: at full "
+            "weight from the first step, the neighbour term can pull every example into one "
+            "cluster"
+        },
     )
     seed: int = field(default=0, metadata={"help": "seeds initialisation, batches and sampling"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
@@ -71,8 +92,12 @@ class TrainConfig:
     )
 
     def validate(self) -> None:
-        if min(self.w_balance, self.w_consistency) < 0:
-            raise GMVAEError("w_balance and w_consistency must be at least 0")
+        if min(self.w_balance, self.w_consistency, self.w_neighbours) < 0:
+            raise GMVAEError("w_balance, w_consistency and w_neighbours must be at least 0")
+        if self.neighbour_warmup < 0:
+            raise GMVAEError("neighbour_warmup must be at least 0")
+        if self.n_neighbours < 1:
+            raise GMVAEError("n_neighbours must be at least 1")
         if self.epochs < 1 or self.batch_size < 1:
             raise GMVAEError("epochs and batch_size must be at least 1")
         if self.checkpoint_every < 0 or self.max_skipped_steps < 0:
@@ -144,6 +169,7 @@ class Trainer:
         self.skipped_steps = 0
         self.stop_requested: str | None = None  # why, set by a signal handler; seen between steps
         self._partial_epoch: dict | None = None  # where an interrupted epoch stopped
+        self.neighbours: torch.Tensor | None = None  # (N, n_neighbours) row indices
 
     def state_dict(self, partial_epoch: dict | None = None) -> dict:
         rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
@@ -196,6 +222,11 @@ class Trainer:
             x = x.to(self.device, torch.float32)
         if progress is None:
             progress = sys.stderr.isatty()
+        if self.config.w_neighbours > 0 and self.neighbours is None:
+            # Seeded and deterministic: a resumed run finds the same neighbours.
+            self.neighbours = nearest_neighbours(
+                x, self.config.n_neighbours, self.config.seed, self.device
+            )
         every = self.config.checkpoint_every
         for epoch in range(len(self.history), self.config.epochs):
             record = {"epoch": epoch + 1, **self.train_epoch(x, epoch, progress)}
@@ -211,10 +242,15 @@ class Trainer:
         return self.history
 
     def _batch(self, x: torch.Tensor | ScaledRows, rows: torch.Tensor) -> torch.Tensor:
+        """Rows `rows` of x, in that order, on the device."""
         if isinstance(x, torch.Tensor):
             return x[rows]
-        # Sorted, so a memory-mapped file is read front to back.
-        return torch.from_numpy(x[np.sort(rows.cpu().numpy())]).to(self.device)
+        # Read in sorted order, so a memory-mapped file is read front to back.
+        wanted = rows.cpu().numpy()
+        order = np.argsort(wanted)
+        values = np.empty((len(wanted), x.shape[1]), dtype=np.float32)
+        values[order] = x[wanted[order]]
+        return torch.from_numpy(values).to(self.device)
 
     def train_epoch(self, x: torch.Tensor | ScaledRows, epoch: int, progress: bool = False) -> dict:
         """One pass over x in a seeded random order (or the rest of an interrupted one).
@@ -246,22 +282,30 @@ class Trainer:
             gumbel, normal = draw_noise(len(rows), self.model.config, self.device)
             mine = self.world.shard(torch.arange(len(rows), device=self.device))
             batch = self._batch(x, rows[mine])
-            moved = None
+            moved = neighbour = None
             if cfg.w_consistency > 0:
                 params = augment.random_affine_params(len(rows), self.device)[mine]
                 moved = augment.transform(batch, self.model.config.image_shape, params)
+            if self.neighbours is not None:
+                pick = torch.randint(cfg.n_neighbours, (len(rows),), device=self.device)[mine]
+                neighbour = self._batch(x, self.neighbours[rows[mine], pick])
             terms = self.network(
                 batch,
                 temperature=tau,
                 hard=cfg.gumbel_hard,
                 noise=(gumbel[mine], normal[mine]),
                 moved=moved,
+                neighbour=neighbour,
             )
             # Each rank's mean weighted by its share: DDP's average is the global batch's mean.
             share = len(mine) * self.world.size / len(rows)
             loss = weighted_loss(terms, cfg.w_rec, cfg.w_gauss, cfg.w_cat) * share
             if cfg.w_consistency > 0:
                 loss = loss + cfg.w_consistency * terms["consistency"].mean() * share
+            if neighbour is not None:
+                done = epoch * steps + step + 1
+                weight = cfg.w_neighbours * min(1.0, done / max(cfg.neighbour_warmup, 1))
+                loss = loss + weight * terms["neighbour"].mean() * share
             if cfg.w_balance > 0:  # over this rank's part of the batch
                 loss = loss + cfg.w_balance * usage_shortfall(terms["logits"])
             self.optimizer.zero_grad(set_to_none=True)

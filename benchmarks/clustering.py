@@ -1,0 +1,145 @@
+"""Clustering quality over seeds: `gmvae train` with one preset on one dataset, once per seed.
+
+    python -m benchmarks.clustering --dataset mnist --seeds 0-4 --preset default \
+        --out benchmarks/results/clustering/mnist-default [--set train.w_consistency=0 ...]
+
+Each seed is a full run folder under OUT/seed-N (its config.json, metrics.csv, results.json and
+figures; the weights and checkpoint are deleted unless --keep-models). A seed whose results.json
+already exists is not run again, so an interrupted benchmark continues where it stopped.
+Writes OUT/seeds.csv (a row per seed), OUT/summary.csv and OUT/summary.md (median, min and max
+of test ACC, NMI, ARI, ELBO and wall seconds) and OUT/run.json (command, commit, machine).
+Labels only score the runs: nothing here chooses among seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from gmvae.cli import parse_int_range
+from gmvae.experiment import PRESETS, ExperimentConfig, Output, git_commit, run_experiment
+
+COLUMNS = ("acc", "nmi", "ari", "elbo", "wall_seconds", "train_seconds")
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict]:
+    """["train.w_balance=0", ...] -> {"train": {"w_balance": 0.0}}, typed like the field."""
+    overrides: dict[str, dict] = {}
+    defaults = ExperimentConfig.from_preset("reference")
+    for item in items:
+        key, _, text = item.partition("=")
+        section, _, name = key.partition(".")
+        current = getattr(getattr(defaults, section, None), name, None)
+        if not text or current is None and name not in ("train_subset", "test_subset"):
+            raise SystemExit(f"--set {item!r}: expected SECTION.FIELD=VALUE, e.g. train.lr=0.001")
+        if isinstance(current, bool):
+            value = text.lower() in ("1", "true", "yes")
+        else:
+            value = type(current)(text) if current is not None else int(text)
+        overrides.setdefault(section, {})[name] = value
+    return overrides
+
+
+def run_seed(args: argparse.Namespace, seed: int) -> dict:
+    folder = args.out / f"seed-{seed}"
+    results_path = folder / "results.json"
+    if not results_path.exists():
+        if folder.exists():  # an interrupted seed: start it again from scratch
+            shutil.rmtree(folder)
+        overrides = parse_overrides(args.set)
+        overrides.setdefault("data", {})["data"] = args.dataset
+        overrides.setdefault("train", {})["seed"] = seed
+        config = ExperimentConfig.from_preset(args.preset, overrides)
+        start = time.perf_counter()
+        results = run_experiment(config, folder, command=sys.argv, output=Output(log="quiet"))
+        results["wall_seconds"] = time.perf_counter() - start
+        results_path.write_text(json.dumps(results, indent=2) + "\n")
+        if not args.keep_models:
+            shutil.rmtree(folder / "model", ignore_errors=True)
+            (folder / "checkpoint.pt").unlink(missing_ok=True)
+    results = json.loads(results_path.read_text())
+    test = results["test"]
+    row = {"seed": seed, **{k: test[k] for k in ("acc", "nmi", "ari", "elbo")}}
+    row.update(wall_seconds=results["wall_seconds"], train_seconds=results["train_seconds"])
+    print(
+        f"seed {seed}: ACC {row['acc']:.2f}  NMI {row['nmi']:.2f}  ARI {row['ari']:.2f}  "
+        f"ELBO {row['elbo']:.2f}  {row['wall_seconds']:.0f}s",
+        flush=True,
+    )
+    return row
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    return [
+        {
+            "statistic": name,
+            **{c: round(float(fn([r[c] for r in rows])), 2) for c in COLUMNS},
+        }
+        for name, fn in (("median", statistics.median), ("min", min), ("max", max))
+    ]
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="mnist", help="a named dataset or a file")
+    parser.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,3,7")
+    parser.add_argument("--preset", choices=tuple(PRESETS), default="default")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--keep-models", action="store_true", help="keep weights and checkpoint")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = [run_seed(args, seed) for seed in parse_int_range(args.seeds, "--seeds")]
+    write_csv(args.out / "seeds.csv", rows)
+    summary = summarise(rows)
+    write_csv(args.out / "summary.csv", summary)
+    command = " ".join(["python -m benchmarks.clustering", *sys.argv[1:]])
+    lines = [
+        f"`{command}`",
+        "",
+        "| seed | ACC | NMI | ARI | test ELBO | wall s |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {r['seed']} | {r['acc']:.2f} | {r['nmi']:.2f} | {r['ari']:.2f} | "
+            f"{r['elbo']:.2f} | {r['wall_seconds']:.0f} |"
+            for r in rows
+        ),
+        *(
+            f"| **{s['statistic']}** | {s['acc']:.2f} | {s['nmi']:.2f} | {s['ari']:.2f} | "
+            f"{s['elbo']:.2f} | {s['wall_seconds']:.0f} |"
+            for s in summary
+        ),
+    ]
+    (args.out / "summary.md").write_text("\n".join(lines) + "\n")
+    machine = {
+        "command": command,
+        "commit": git_commit(),
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    (args.out / "run.json").write_text(json.dumps(machine, indent=2) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
