@@ -43,3 +43,12 @@ def test_digit_images_mostly_share_a_label_with_their_neighbours(digits):
 def test_fewer_examples_than_neighbours_is_a_clear_error():
     with pytest.raises(GMVAEError, match="3 examples cannot each have 5 neighbours"):
         nearest_neighbours(torch.rand(3, 4), 5, seed=0, device=CPU)
+
+
+def test_past_the_pool_size_neighbours_come_from_the_sampled_candidates(monkeypatch):
+    monkeypatch.setattr("gmvae.neighbours.MAX_POOL", 40)
+    x = torch.rand(100, 6)
+    found = nearest_neighbours(x, 3, seed=0, device=CPU)
+    assert found.shape == (100, 3) and len(found.unique()) <= 40
+    assert not (found == torch.arange(100)[:, None]).any()
+    assert torch.equal(found, nearest_neighbours(x, 3, seed=0, device=CPU))  # seeded

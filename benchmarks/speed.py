@@ -1,0 +1,351 @@
+"""Speed on MNIST, in one process: our trainer beside a re-implementation of the reference
+project's loop on the same model, the matrix-product floor, time to the reference's published
+accuracy, predict throughput, peak memory, and how an epoch's cost grows with N.
+
+    python -m benchmarks.speed --out benchmarks/results/speed [--parts floor,loops,...]
+
+Parts: floor, loops, time-to-acc, predict, memory, growth (default: all). Writes results.json,
+results.md and run.json (command, commit, machine) into --out. Nothing else should run on the
+machine meanwhile: every number is a wall-clock time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from gmvae import inference
+from gmvae.data import load_mnist
+from gmvae.experiment import ExperimentConfig, git_commit
+from gmvae.losses import weighted_loss
+from gmvae.metrics import clustering_scores
+from gmvae.model import GMVAENet, ModelConfig
+from gmvae.neighbours import nearest_neighbours
+from gmvae.training import Trainer, gumbel_temperature
+
+PARTS = ("floor", "loops", "time-to-acc", "predict", "memory", "growth")
+PUBLISHED_ACC = 78.28  # the reference project's README, 50 epochs
+REFERENCE_EPOCHS = 50
+CPU = torch.device("cpu")
+
+
+def mnist() -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    data = load_mnist()
+    x_train = torch.as_tensor(np.asarray(data.x_train), dtype=torch.float32)
+    x_test = torch.as_tensor(np.asarray(data.x_test), dtype=torch.float32)
+    return x_train, x_test, np.asarray(data.y_test)
+
+
+def reference_model() -> GMVAENet:
+    torch.manual_seed(0)
+    return GMVAENet(ModelConfig(x_dim=784, likelihood="bernoulli", architecture="mlp"))
+
+
+# --- the floor: the model's matrix products alone ---------------------------------------------
+
+
+def matmul_floor(batch: int, n: int = 60_000) -> float:
+    """Seconds for one epoch's worth of the reference model's matrix products at `batch`:
+    per linear layer, the forward product and the two backward ones (input and weight
+    gradients; none for the input of the first layer of q(y|x), which is data)."""
+    model = reference_model()
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    first = model.y_encoder[0]
+    work = []
+    for layer in layers:
+        out_f, in_f = layer.weight.shape
+        x, w, g = torch.randn(batch, in_f), torch.randn(out_f, in_f), torch.randn(batch, out_f)
+        work.append((x, w, g, layer is not first))
+    steps = math.ceil(n / batch)
+
+    def epoch() -> None:
+        for _ in range(steps):
+            for x, w, g, input_grad in work:
+                torch.mm(x, w.T)
+                torch.mm(g.T, x)
+                if input_grad:
+                    torch.mm(g, w)
+
+    epoch()  # warm-up
+    start = time.perf_counter()
+    epoch()
+    return time.perf_counter() - start
+
+
+# --- the reference project's loop, re-implemented -----------------------------------------------
+
+
+class ImageDataset(TorchDataset):
+    """Per-sample access as torchvision's MNIST + ToTensor gives it: uint8 -> float in [0, 1]."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i].float().div(255).view(1, 28, 28), self.labels[i]
+
+
+def reference_loop(x_train, x_test, y_test, epochs: int) -> list[dict]:
+    """The reference's training structure: a DataLoader (batch 64, shuffled) over a per-sample
+    Dataset, a .item() per loss term per step, predictions collected per step, and a test pass
+    through a DataLoader every epoch. Same model and loss as ours."""
+    model = reference_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    as_bytes = (x_train * 255).round().to(torch.uint8)
+    test_bytes = (x_test * 255).round().to(torch.uint8)
+    train_loader = DataLoader(
+        ImageDataset(as_bytes, torch.zeros(len(as_bytes), dtype=torch.long)),
+        batch_size=64,
+        shuffle=True,
+    )
+    test_loader = DataLoader(ImageDataset(test_bytes, torch.as_tensor(y_test)), batch_size=64)
+    config = ExperimentConfig.from_preset("reference").train
+    rows = []
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        model.train()
+        totals = {"rec": 0.0, "gauss": 0.0, "cat": 0.0}
+        for images, _ in train_loader:
+            x = images.view(len(images), -1)
+            terms = model(x, temperature=gumbel_temperature(config, epoch))
+            loss = weighted_loss(terms, 1.0, 1.0, 1.0)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            for key in totals:
+                totals[key] += terms[key].mean().item()
+            terms["logits"].argmax(-1).numpy()
+        train_seconds = time.perf_counter() - start
+        model.eval()
+        predicted = []
+        with torch.no_grad():
+            for images, _ in test_loader:
+                predicted.append(model.cluster_logits(images.view(len(images), -1)).argmax(-1))
+        acc = clustering_scores(y_test, torch.cat(predicted).numpy(), 10)["acc"]
+        rows.append({
+            "epoch": epoch + 1, "train_seconds": train_seconds,
+            "seconds": time.perf_counter() - start, "test_acc": acc,
+        })  # fmt: skip
+    return rows
+
+
+def our_loop(x_train, x_test, y_test, preset: str, epochs: int, **train) -> list[dict]:
+    """Our Trainer with a preset's settings, and a test pass per epoch."""
+    config = ExperimentConfig.from_preset(preset, {"train": {"epochs": epochs, **train}})
+    model = reference_model()
+    trainer = Trainer(model, replace(config.train, checkpoint_every=0), CPU)
+    rows = []
+    for epoch in range(epochs):
+        trainer.config.epochs = epoch + 1
+        start = time.perf_counter()
+        trainer.fit(x_train, progress=False)
+        train_seconds = time.perf_counter() - start
+        clusters = inference.cluster_probabilities(model, x_test).argmax(1)
+        acc = clustering_scores(y_test, clusters, 10)["acc"]
+        rows.append({
+            "epoch": epoch + 1, "train_seconds": train_seconds,
+            "seconds": time.perf_counter() - start, "test_acc": acc,
+        })  # fmt: skip
+    return rows
+
+
+def loops(x_train, x_test, y_test, epochs: int) -> dict:
+    """Seconds per epoch (the last of `epochs`, so start-up is not counted) of each loop."""
+    out = {"reference_loop_b64": reference_loop(x_train, x_test, y_test, epochs)}
+    out["ours_reference_b64"] = our_loop(x_train, x_test, y_test, "reference", epochs)
+    out["ours_reference_b256"] = our_loop(
+        x_train, x_test, y_test, "reference", epochs, batch_size=256
+    )
+    return out
+
+
+def time_to_accuracy(x_train, x_test, y_test, max_epochs: int) -> dict:
+    """Training seconds (the neighbour search included, test passes not) until the default
+    preset's test ACC first reaches the reference's published one. Labels only score."""
+    config = ExperimentConfig.from_preset("default")
+    model = reference_model()
+    trainer = Trainer(model, replace(config.train, checkpoint_every=0), CPU)
+    seconds, history = 0.0, []
+    for epoch in range(max_epochs):
+        trainer.config.epochs = epoch + 1
+        start = time.perf_counter()
+        trainer.fit(x_train, progress=False)
+        seconds += time.perf_counter() - start
+        clusters = inference.cluster_probabilities(model, x_test).argmax(1)
+        acc = clustering_scores(y_test, clusters, 10)["acc"]
+        history.append({"epoch": epoch + 1, "train_seconds_so_far": seconds, "test_acc": acc})
+        if acc >= PUBLISHED_ACC:
+            return {"reached": True, "seconds": seconds, "epochs": epoch + 1, "history": history}
+    return {"reached": False, "seconds": seconds, "epochs": max_epochs, "history": history}
+
+
+def predict_throughput(x_train, x_test) -> dict:
+    """Images per second of q(y|x) on the 10,000 test images (a model trained one epoch)."""
+    model = reference_model()
+    Trainer(model, replace(ExperimentConfig.from_preset("reference").train, epochs=1,
+                           batch_size=256, checkpoint_every=0), CPU).fit(x_train)  # fmt: skip
+    inference.cluster_probabilities(model, x_test)  # warm-up
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        inference.cluster_probabilities(model, x_test)
+        times.append(time.perf_counter() - start)
+    best = min(times)
+    return {"images": len(x_test), "seconds": best, "images_per_second": len(x_test) / best}
+
+
+def peak_rss(what: str) -> dict:
+    """Peak resident memory (MiB) of a fresh process that trains the default preset for one
+    epoch on the 60,000 images, or that predicts the 10,000 test images."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.speed", "--rss-child", what],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def rss_child(what: str) -> None:
+    x_train, x_test, _ = mnist()
+    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    model = reference_model()
+    if what == "train":
+        config = ExperimentConfig.from_preset("default").train
+        Trainer(model, replace(config, epochs=1, checkpoint_every=0), CPU).fit(x_train)
+    else:
+        inference.cluster_probabilities(model, x_test)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_mib": peak, "after_loading_data_mib": loaded}))
+
+
+def growth(x_train) -> list[dict]:
+    """One epoch of the default preset at N = 7.5k ... 120k (120k repeats the data), and the
+    one-off neighbour search, timed apart."""
+    rows = []
+    config = ExperimentConfig.from_preset("default").train
+    for n in (7_500, 15_000, 30_000, 60_000, 120_000):
+        x = torch.cat([x_train, x_train])[:n]
+        trainer = Trainer(reference_model(), replace(config, epochs=1, checkpoint_every=0), CPU)
+        start = time.perf_counter()
+        trainer.neighbours = nearest_neighbours(x, config.n_neighbours, config.seed, CPU)
+        search = time.perf_counter() - start
+        start = time.perf_counter()
+        trainer.fit(x, progress=False)
+        epoch = time.perf_counter() - start
+        rows.append({"n": n, "epoch_seconds": epoch, "neighbour_search_seconds": search,
+                     "epoch_microseconds_per_example": 1e6 * epoch / n})  # fmt: skip
+        print(f"  N {n:>7}: epoch {epoch:6.1f}s  neighbour search {search:6.1f}s", flush=True)
+    return rows
+
+
+def markdown(results: dict) -> str:
+    lines = []
+    if "floor" in results:
+        f = results["floor"]
+        lines.append(f"Matrix-product floor per epoch: batch 64 {f['b64']:.1f} s, "
+                     f"batch 256 {f['b256']:.1f} s")  # fmt: skip
+    if "loops" in results:
+        lines += ["", "| loop | batch | train s/epoch | with test pass | vs floor |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for name, rows in results["loops"].items():
+            last = rows[-1]
+            batch = 256 if name.endswith("256") else 64
+            floor = results.get("floor", {}).get(f"b{batch}")
+            ratio = f"{last['train_seconds'] / floor:.2f}x" if floor else "-"
+            lines.append(f"| {name} | {batch} | {last['train_seconds']:.1f} | "
+                         f"{last['seconds']:.1f} | {ratio} |")  # fmt: skip
+        ref = results["loops"]["reference_loop_b64"][-1]["seconds"]
+        ours = results["loops"]["ours_reference_b64"][-1]["seconds"]
+        lines.append(f"\nReference loop / ours at batch 64 (with test pass): {ref / ours:.2f}x")
+    if "time_to_acc" in results:
+        t = results["time_to_acc"]
+        state = "reached" if t["reached"] else "NOT reached"
+        lines.append(f"\nDefault preset, test ACC >= {PUBLISHED_ACC}: {state} after "
+                     f"{t['epochs']} epochs, {t['seconds']:.0f} s of training")  # fmt: skip
+        if "loops" in results:
+            ref = results["loops"]["reference_loop_b64"][-1]["seconds"] * REFERENCE_EPOCHS
+            lines.append(f"Reference loop, {REFERENCE_EPOCHS} epochs: {ref:.0f} s "
+                         f"({ref / t['seconds']:.1f}x longer)")  # fmt: skip
+    if "predict" in results:
+        p = results["predict"]
+        lines.append(f"\nPredict: {p['images_per_second']:,.0f} images/s on the test images")
+    if "memory" in results:
+        m = results["memory"]
+        lines.append(f"Peak RSS: training {m['train']['peak_mib']:.0f} MiB, predicting "
+                     f"{m['predict']['peak_mib']:.0f} MiB (data loaded: "
+                     f"{m['predict']['after_loading_data_mib']:.0f} MiB)")  # fmt: skip
+    if "growth" in results:
+        lines += ["", "| N | epoch s | µs per example | neighbour search s |", "|---|---|---|---|"]
+        for r in results["growth"]:
+            lines.append(f"| {r['n']:,} | {r['epoch_seconds']:.1f} | "
+                         f"{r['epoch_microseconds_per_example']:.0f} | "
+                         f"{r['neighbour_search_seconds']:.1f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--parts", default=",".join(PARTS))
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per loop (last is timed)")
+    parser.add_argument("--max-epochs", type=int, default=15, help="time-to-acc limit")
+    parser.add_argument("--rss-child", choices=("train", "predict"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        rss_child(args.rss_child)
+        return
+    if args.out is None:
+        parser.error("--out is required")
+    parts = args.parts.split(",")
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts {sorted(unknown)}; known: {', '.join(PARTS)}")
+    x_train, x_test, y_test = mnist()
+    results: dict = {}
+    if "floor" in parts:
+        results["floor"] = {"b64": matmul_floor(64), "b256": matmul_floor(256)}
+        print(f"floor: {results['floor']}", flush=True)
+    if "loops" in parts:
+        results["loops"] = loops(x_train, x_test, y_test, args.epochs)
+        print(json.dumps(results["loops"]), flush=True)
+    if "time-to-acc" in parts:
+        results["time_to_acc"] = time_to_accuracy(x_train, x_test, y_test, args.max_epochs)
+        print(json.dumps(results["time_to_acc"]), flush=True)
+    if "predict" in parts:
+        results["predict"] = predict_throughput(x_train, x_test)
+    if "memory" in parts:
+        results["memory"] = {"train": peak_rss("train"), "predict": peak_rss("predict")}
+    if "growth" in parts:
+        results["growth"] = growth(x_train)
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = " ".join(["python -m benchmarks.speed", *sys.argv[1:]])
+    machine = {
+        "command": command, "commit": git_commit(), "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
+    }  # fmt: skip
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "run.json").write_text(json.dumps(machine, indent=2) + "\n")
+    text = f"`{command}`\n\n" + markdown(results)
+    (args.out / "results.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
