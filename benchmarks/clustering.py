@@ -1,7 +1,7 @@
 """Clustering quality over seeds: `gmvae train` with one preset on one dataset, once per seed.
 
     python -m benchmarks.clustering --dataset mnist --seeds 0-4 --preset default \
-        --out benchmarks/results/clustering/mnist-default [--set train.w_consistency=0 ...]
+        --out benchmarks/results/clustering/mnist-default [any gmvae train flag, e.g. --w-cat 1]
 
 Each seed is a full run folder under OUT/seed-N (its config.json, metrics.csv, results.json and
 figures; the weights and checkpoint are deleted unless --keep-models). A seed whose results.json
@@ -26,28 +26,10 @@ from pathlib import Path
 
 import torch
 
-from gmvae.cli import parse_int_range
+from gmvae.cli import build_parser, parse_int_range, setting_overrides
 from gmvae.experiment import PRESETS, ExperimentConfig, Output, git_commit, run_experiment
 
 COLUMNS = ("acc", "nmi", "ari", "elbo", "wall_seconds", "train_seconds")
-
-
-def parse_overrides(items: list[str]) -> dict[str, dict]:
-    """["train.w_balance=0", ...] -> {"train": {"w_balance": 0.0}}, typed like the field."""
-    overrides: dict[str, dict] = {}
-    defaults = ExperimentConfig.from_preset("reference")
-    for item in items:
-        key, _, text = item.partition("=")
-        section, _, name = key.partition(".")
-        current = getattr(getattr(defaults, section, None), name, None)
-        if not text or current is None and name not in ("train_subset", "test_subset"):
-            raise SystemExit(f"--set {item!r}: expected SECTION.FIELD=VALUE, e.g. train.lr=0.001")
-        if isinstance(current, bool):
-            value = text.lower() in ("1", "true", "yes")
-        else:
-            value = type(current)(text) if current is not None else int(text)
-        overrides.setdefault(section, {})[name] = value
-    return overrides
 
 
 def run_seed(args: argparse.Namespace, seed: int) -> dict:
@@ -56,9 +38,9 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
     if not results_path.exists():
         if folder.exists():  # an interrupted seed: start it again from scratch
             shutil.rmtree(folder)
-        overrides = parse_overrides(args.set)
-        overrides.setdefault("data", {})["data"] = args.dataset
-        overrides.setdefault("train", {})["seed"] = seed
+        overrides = setting_overrides(build_parser().parse_args(["train", *args.settings]))
+        overrides["data"]["data"] = args.dataset
+        overrides["train"]["seed"] = seed
         config = ExperimentConfig.from_preset(args.preset, overrides)
         start = time.perf_counter()
         results = run_experiment(config, folder, command=sys.argv, output=Output(log="quiet"))
@@ -101,10 +83,10 @@ def main() -> None:
     parser.add_argument("--dataset", default="mnist", help="a named dataset or a file")
     parser.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,3,7")
     parser.add_argument("--preset", choices=tuple(PRESETS), default="default")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--keep-models", action="store_true", help="keep weights and checkpoint")
-    args = parser.parse_args()
+    args, args.settings = parser.parse_known_args()  # the rest are `gmvae train` flags
+    build_parser().parse_args(["train", *args.settings])  # a wrong flag fails before any run
     args.out.mkdir(parents=True, exist_ok=True)
     rows = [run_seed(args, seed) for seed in parse_int_range(args.seeds, "--seeds")]
     write_csv(args.out / "seeds.csv", rows)

@@ -120,17 +120,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def setting_overrides(args: argparse.Namespace) -> dict[str, dict]:
+    """The settings flags given to `gmvae train`: {"data"|"model"|"train": {field: value}}."""
+    overrides: dict[str, dict] = {"data": {}, "model": {}, "train": {}}
+    for key, value in vars(args).items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            overrides[section][name] = value
+    return overrides
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from gmvae import distributed
     from gmvae.checkpoint import read_json
     from gmvae.experiment import ExperimentConfig, Output, resume_experiment, run_experiment
     from gmvae.training import TrainingInterrupted
 
-    overrides: dict[str, dict] = {"data": {}, "model": {}, "train": {}}
-    for key, value in vars(args).items():
-        if "." in key:
-            section, name = key.split(".", 1)
-            overrides[section][name] = value
+    overrides = setting_overrides(args)
     if args.resume is not None:
         out = args.resume
         device = overrides["train"].pop("device", None)
