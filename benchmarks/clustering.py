@@ -3,8 +3,10 @@
     python -m benchmarks.clustering --dataset mnist --seeds 0-4 --preset default \
         --out benchmarks/results/clustering/mnist-default [any gmvae train flag, e.g. --w-cat 1]
 
-Each seed is a full run folder under OUT/seed-N (its config.json, metrics.csv, results.json and
-figures; the weights and checkpoint are deleted unless --keep-models). A seed whose results.json
+Each seed is a run folder under OUT/seed-N; unless --keep-all, only its config.json,
+metrics.csv, results.json and two figures (generated.png, contingency.png) are kept, so the raw
+output can be committed (the weights, checkpoint, report and other figures are deleted). A seed
+whose results.json
 already exists is not run again, so an interrupted benchmark continues where it stopped.
 Writes OUT/seeds.csv (a row per seed), OUT/summary.csv and OUT/summary.md (median, min and max
 of test ACC, NMI, ARI, ELBO and wall seconds) and OUT/run.json (command, commit, machine).
@@ -29,6 +31,7 @@ import torch
 from gmvae.cli import build_parser, parse_int_range, setting_overrides
 from gmvae.experiment import PRESETS, ExperimentConfig, Output, git_commit, run_experiment
 
+KEPT = {"config.json", "metrics.csv", "results.json", "generated.png", "contingency.png"}
 COLUMNS = ("acc", "nmi", "ari", "elbo", "wall_seconds", "train_seconds")
 
 
@@ -46,9 +49,10 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
         results = run_experiment(config, folder, command=sys.argv, output=Output(log="quiet"))
         results["wall_seconds"] = time.perf_counter() - start
         results_path.write_text(json.dumps(results, indent=2) + "\n")
-        if not args.keep_models:
-            shutil.rmtree(folder / "model", ignore_errors=True)
-            (folder / "checkpoint.pt").unlink(missing_ok=True)
+    if not args.keep_all:
+        for path in folder.iterdir():
+            if path.name not in KEPT:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
     results = json.loads(results_path.read_text())
     test = results["test"]
     row = {"seed": seed, **{k: test[k] for k in ("acc", "nmi", "ari", "elbo")}}
@@ -84,7 +88,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,3,7")
     parser.add_argument("--preset", choices=tuple(PRESETS), default="default")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--keep-models", action="store_true", help="keep weights and checkpoint")
+    parser.add_argument(
+        "--keep-all", action="store_true", help="keep each run folder whole (weights included)"
+    )
     args, args.settings = parser.parse_known_args()  # the rest are `gmvae train` flags
     build_parser().parse_args(["train", *args.settings])  # a wrong flag fails before any run
     args.out.mkdir(parents=True, exist_ok=True)
