@@ -162,8 +162,8 @@ class Trainer:
         # Checkpoints always hold the bare model, so runs move between 1 and N processes.
         self.network = DistributedDataParallel(model) if world.size > 1 else model
         self._weights = torch.tensor([config.w_rec, config.w_gauss, config.w_cat], device=device)
-        # fused: one kernel for all parameters; on 2 CPU cores it takes a quarter off a batch-64
-        # epoch (benchmarks/speed.py).
+        # fused: one kernel for all parameters instead of several per parameter tensor, which
+        # matters at small batches on the CPU.
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
         self.checkpoint_path = checkpoint_path
