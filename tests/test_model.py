@@ -117,3 +117,29 @@ def test_neighbour_term_is_minus_log_probability_that_both_fall_in_one_cluster()
     torch.testing.assert_close(terms["neighbour"], -(q * q_neighbour).sum(-1).log())
     terms["neighbour"].sum().backward()  # both sides of the pair are trained
     assert model.y_encoder[0].weight.grad.abs().sum() > 0
+
+
+def test_adversarial_step_changes_q_y_more_than_a_random_step_of_the_same_length():
+    model = small_model()
+    x = torch.rand(64, 16)
+    length = torch.full((64,), 0.5)
+    logits = model.cluster_logits(x).detach()
+    adversarial = model.adversarial_change(x, logits, torch.randn(64, 16), length)
+    random_step = torch.randn(64, 16)
+    random_step = random_step * (length / random_step.norm(dim=1))[:, None]
+    target = logits.log_softmax(-1)
+    moved = model.cluster_logits(x + random_step).log_softmax(-1)
+    random_change = (target.exp() * (target - moved)).sum(-1)
+    assert (adversarial >= 0).all()
+    assert adversarial.mean() > 2 * random_change.mean()
+
+
+def test_without_elbo_to_clusters_only_the_clustering_terms_train_q_y():
+    model = small_model(y_batch_norm=True)
+    x = torch.rand(8, 16)
+    terms = model(x, temperature=0.5, elbo_to_clusters=False)
+    (terms["rec"] + terms["gauss"] + terms["cat"]).sum().backward()
+    assert all(p.grad is None for p in model.y_encoder.parameters())
+    assert model.decoder[0].weight.grad.abs().sum() > 0
+    terms["logits"].sum().backward()
+    assert model.y_encoder[0].weight.grad.abs().sum() > 0

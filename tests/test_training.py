@@ -192,3 +192,24 @@ def test_memory_mapped_batches_come_back_in_the_order_asked(digits, tmp_path):
     )
     wanted = torch.tensor([9, 2, 700, 2, 0])
     assert torch.equal(trainer._batch(rows, wanted), torch.from_numpy(x[wanted.numpy()]))
+
+
+def test_imsat_terms_train_a_batch_normalised_q_y_with_a_last_batch_of_one(digits):
+    x = torch.as_tensor(digits[0][:129])  # batches of 64, 64 and 1: the 1 is skipped
+    config = ModelConfig(x_dim=64, image_shape=(8, 8), z_dim=8, hidden_dim=32, y_batch_norm=True)
+    model = GMVAENet(config.resolve(64, (8, 8), unit_range=True))
+    settings = dict(elbo_to_clusters=False, w_adversarial=1.0, w_confidence=0.1, w_balance=0.4)
+    trainer = Trainer(model, TrainConfig(epochs=1, batch_size=64, **settings), torch.device("cpu"))
+    trainer.fit(x, progress=False)
+    assert math.isfinite(trainer.history[0]["loss"])
+    # 0.25 of the distance to the 10th nearest neighbour: positive, and shorter than the gap
+    # to the nearest other example for none of them
+    nearest = torch.cdist(x, x).fill_diagonal_(float("inf")).min(1).values
+    assert (trainer.adversarial_length > 0).all() and len(trainer.adversarial_length) == 129
+    assert (trainer.adversarial_length >= 0.25 * nearest - 1e-5).all()
+
+
+def test_q_y_without_the_elbo_needs_a_clustering_term():
+    model = GMVAENet(ModelConfig(x_dim=4, image_shape=None, hidden_dim=4, likelihood="gaussian"))
+    with pytest.raises(GMVAEError, match="clustering term"):
+        Trainer(model, TrainConfig(elbo_to_clusters=False), torch.device("cpu"))

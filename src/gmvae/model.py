@@ -35,6 +35,16 @@ class ModelConfig:
     n_clusters: int = field(default=10, metadata={"help": "number of clusters K"})
     z_dim: int = field(default=64, metadata={"help": "size of the Gaussian latent z"})
     hidden_dim: int = field(default=512, metadata={"help": "width of every hidden layer"})
+    y_hidden_dim: int = field(
+        default=0, metadata={"help": "width of q(y|x)'s hidden layers (mlp; 0: --hidden-dim)"}
+    )
+    y_batch_norm: bool = field(
+        default=False,
+        metadata={
+            "help": "batch normalisation in q(y|x)'s hidden layers (mlp): it starts q(y|x) "
+            "away from uniform, so the clustering terms have a gradient to follow"
+        },
+    )
     likelihood: str = field(
         default="auto",
         metadata={
@@ -93,6 +103,10 @@ class ModelConfig:
             raise GMVAEError(f"architecture must be one of {ARCHITECTURES}")
         if self.architecture == "conv" and self.image_shape is None:
             raise GMVAEError("the conv architecture needs images; use mlp for tables")
+        if self.architecture == "conv" and (self.y_batch_norm or self.y_hidden_dim):
+            raise GMVAEError("y_batch_norm and y_hidden_dim apply to the mlp architecture")
+        if self.y_hidden_dim < 0:
+            raise GMVAEError("y_hidden_dim must be at least 0")
         sizes = {k: getattr(self, k) for k in ("x_dim", "n_clusters", "z_dim", "hidden_dim")}
         if min(sizes.values()) < 1:
             raise GMVAEError(f"sizes must be at least 1: {sizes}")
@@ -101,13 +115,14 @@ class ModelConfig:
             raise GMVAEError(f"image_shape {shape} does not hold x_dim = {self.x_dim} values")
 
 
-def mlp(*sizes: int) -> nn.Sequential:
-    """Linear layers of the given sizes with ReLU between them (none after the last)."""
+def mlp(*sizes: int, batch_norm: bool = False) -> nn.Sequential:
+    """Linear layers of the given sizes with ReLU between them (none after the last), and
+    batch normalisation before each ReLU when asked."""
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
+            layers.extend([nn.BatchNorm1d(n_out), nn.ReLU()] if batch_norm else [nn.ReLU()])
     return nn.Sequential(*layers)
 
 
@@ -176,7 +191,8 @@ class GMVAENet(nn.Module):
         self.config = config
         d, h, k, z = config.x_dim, config.hidden_dim, config.n_clusters, config.z_dim
         if config.architecture == "mlp":
-            self.y_encoder = mlp(d, h, h, k)  # x -> logits of q(y|x)
+            y_h = config.y_hidden_dim or h
+            self.y_encoder = mlp(d, y_h, y_h, k, batch_norm=config.y_batch_norm)  # x -> logits
             self.z_trunk = nn.Identity()  # y joins x at the input, as in the reference
             z_input = d
             self.decoder = mlp(z, h, h, d)  # z -> logits (bernoulli) or mean (gaussian)
@@ -220,6 +236,8 @@ class GMVAENet(nn.Module):
         noise: tuple[torch.Tensor, torch.Tensor] | None = None,
         moved: torch.Tensor | None = None,
         neighbour: torch.Tensor | None = None,
+        adversary: tuple[torch.Tensor, torch.Tensor] | None = None,
+        elbo_to_clusters: bool = True,
     ) -> dict[str, torch.Tensor]:
         """The training objective's terms per example, each (N,), with y drawn by Gumbel-Softmax.
 
@@ -231,12 +249,18 @@ class GMVAENet(nn.Module):
         with q(y|x) held fixed as the target.
         neighbour: a near neighbour of each row of x (N, D); adds "neighbour" =
         -log sum_y q(y|x) q(y|neighbour), small when both are confidently in the same cluster.
+        adversary: (random steps (N, D), lengths (N,)); adds "adversarial" =
+        KL(q(y|x) || q(y|x + r)) for r of that length in the direction that changes q(y|x) most
+        (virtual adversarial training, as in IMSAT), with q(y|x) held fixed as the target.
+        elbo_to_clusters: False keeps rec, gauss and cat from training q(y|x), which then
+        learns from the other terms alone; "logits" still carries its gradient.
         """
         if noise is None:
             noise = draw_noise(len(x), self.config, x.device)
         gumbel, normal = noise
         logits = self.cluster_logits(x)
-        y = F.softmax((logits + gumbel) / temperature, dim=-1)
+        elbo_logits = logits if elbo_to_clusters else logits.detach()
+        y = F.softmax((elbo_logits + gumbel) / temperature, dim=-1)
         if hard:  # straight-through: one-hot forward, the soft sample's gradient backward
             y = F.one_hot(y.argmax(-1), y.shape[-1]).to(y.dtype) - y.detach() + y
         mean, var = self.encode_z(x, y)
@@ -246,7 +270,7 @@ class GMVAENet(nn.Module):
             "rec": reconstruction_nll(x, self.decode(z), self.config.likelihood),
             "gauss": gaussian_log_density(z, mean, var)
             - gaussian_log_density(z, prior_mean, prior_var),
-            "cat": categorical_kl_uniform(logits),
+            "cat": categorical_kl_uniform(elbo_logits),
             "logits": logits,
         }
         if moved is not None:
@@ -257,7 +281,25 @@ class GMVAENet(nn.Module):
             log_q = F.log_softmax(logits, -1)
             log_q_neighbour = F.log_softmax(self.cluster_logits(neighbour), -1)
             terms["neighbour"] = -torch.logsumexp(log_q + log_q_neighbour, -1)
+        if adversary is not None:
+            terms["adversarial"] = self.adversarial_change(x, logits.detach(), *adversary)
         return terms
+
+    def adversarial_change(
+        self, x: torch.Tensor, logits: torch.Tensor, probe: torch.Tensor, length: torch.Tensor
+    ) -> torch.Tensor:
+        """KL(q(y|x) || q(y|x + r)) per example (N,), r (N, D) of the given `length` (N,) in the
+        direction where q(y|x) changes fastest, found by one step of power iteration from the
+        random step `probe` (N, D). `logits` (N, K) of q(y|x) are the fixed target."""
+        target = F.log_softmax(logits, -1)
+
+        def change(step: torch.Tensor) -> torch.Tensor:
+            moved = F.log_softmax(self.cluster_logits(x + step), -1)
+            return (target.exp() * (target - moved)).sum(-1)
+
+        probe = probe.detach().requires_grad_()
+        (grad,) = torch.autograd.grad(change(probe).sum(), probe)
+        return change(grad * (length / grad.norm(dim=-1).clamp_min(1e-12))[:, None])
 
     def elbo(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The evidence lower bound per example, (N, D) -> (N,), exact in y.
