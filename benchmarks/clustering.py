@@ -6,8 +6,8 @@
 Each seed is a run folder under OUT/seed-N; unless --keep-all, only its config.json,
 metrics.csv, results.json and two figures (generated.png, contingency.png) are kept, so the raw
 output can be committed (the weights, checkpoint, report and other figures are deleted). A seed
-whose results.json
-already exists is not run again, so an interrupted benchmark continues where it stopped.
+whose results.json already exists is not run again, so an interrupted benchmark continues where
+it stopped; if that seed ran other settings (an older preset, say), the benchmark stops.
 Writes OUT/seeds.csv (a row per seed), OUT/summary.csv and OUT/summary.md (median, min and max
 of test ACC, NMI, ARI, ELBO and wall seconds) and OUT/run.json (command, commit, machine).
 Labels only score the runs: nothing here chooses among seeds.
@@ -24,6 +24,7 @@ import shutil
 import statistics
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -35,16 +36,34 @@ KEPT = {"config.json", "metrics.csv", "results.json", "generated.png", "continge
 COLUMNS = ("acc", "nmi", "ari", "elbo", "wall_seconds", "train_seconds")
 
 
+def differences(config: ExperimentConfig, saved: dict) -> list[str]:
+    """The settings where a finished seed's saved config.json differs from `config`; model
+    sizes and "auto" choices are filled in from the data when a run starts, so not compared."""
+    wanted = {"preset": config.preset, "data": config.data.data, **asdict(config.train)}
+    found = {"preset": saved["preset"], "data": saved["data"]["data"], **saved["train"]}
+    resolved = {"x_dim", "image_shape"}
+    for key, value in asdict(config.model).items():
+        if key not in resolved and value != "auto":
+            wanted[f"model.{key}"], found[f"model.{key}"] = value, saved["model"].get(key)
+    return [
+        f"{k}: {found.get(k)!r} there, {v!r} here" for k, v in wanted.items() if found.get(k) != v
+    ]
+
+
 def run_seed(args: argparse.Namespace, seed: int) -> dict:
     folder = args.out / f"seed-{seed}"
     results_path = folder / "results.json"
-    if not results_path.exists():
+    overrides = setting_overrides(build_parser().parse_args(["train", *args.settings]))
+    overrides["data"]["data"] = args.dataset
+    overrides["train"]["seed"] = seed
+    config = ExperimentConfig.from_preset(args.preset, overrides)
+    if results_path.exists():  # finished before: kept only if it ran these very settings
+        changed = differences(config, json.loads((folder / "config.json").read_text()))
+        if changed:
+            sys.exit(f"error: {folder} was run with other settings ({'; '.join(changed)})")
+    else:
         if folder.exists():  # an interrupted seed: start it again from scratch
             shutil.rmtree(folder)
-        overrides = setting_overrides(build_parser().parse_args(["train", *args.settings]))
-        overrides["data"]["data"] = args.dataset
-        overrides["train"]["seed"] = seed
-        config = ExperimentConfig.from_preset(args.preset, overrides)
         start = time.perf_counter()
         results = run_experiment(config, folder, command=sys.argv, output=Output(log="quiet"))
         results["wall_seconds"] = time.perf_counter() - start

@@ -11,10 +11,18 @@ from gmvae import GMVAE, distributed
 from gmvae.model import GMVAENet, ModelConfig
 from gmvae.training import TrainConfig, Trainer
 
-# The per-example clustering terms are on, so the test covers them; the balance term is not: it
-# is computed over each rank's part of the batch, so N processes differ from one by design.
+# The per-example clustering terms are on, so the test covers them; the balance term and batch
+# normalisation are not: they see each rank's part of the batch, so N processes differ from one
+# by design.
 SETTINGS = TrainConfig(
-    epochs=2, batch_size=40, seed=3, checkpoint_every=0, w_consistency=1.0, w_neighbours=1.0
+    epochs=2,
+    batch_size=40,
+    seed=3,
+    checkpoint_every=0,
+    w_consistency=1.0,
+    w_neighbours=1.0,
+    w_adversarial=1.0,
+    w_confidence=0.1,
 )
 
 

@@ -93,21 +93,34 @@ def test_monitor_and_epoch_callbacks_see_every_epoch(digits):
     assert all(row["probe"] == 1.0 and "eval_seconds" in row for row in seen)
 
 
-def tiny_trainer(tmp_path, **config) -> Trainer:
+def tiny_trainer(tmp_path, y_batch_norm: bool = False, **config) -> Trainer:
     torch.manual_seed(0)
     model = GMVAENet(
-        ModelConfig(x_dim=64, image_shape=(8, 8), z_dim=4, hidden_dim=32, likelihood="bernoulli")
+        ModelConfig(
+            x_dim=64,
+            image_shape=(8, 8),
+            z_dim=4,
+            hidden_dim=32,
+            likelihood="bernoulli",
+            y_batch_norm=y_batch_norm,
+        )
     )
     settings = {"epochs": 3, "batch_size": 50, **config}
     return Trainer(model, TrainConfig(**settings), torch.device("cpu"), tmp_path / "ckpt.pt")
 
 
-def test_resuming_from_a_mid_epoch_checkpoint_continues_exactly(digits, tmp_path):
+IMSAT_TERMS = dict(
+    y_batch_norm=True, elbo_to_clusters=False, w_adversarial=1.0, w_confidence=0.1, w_balance=0.4
+)
+
+
+@pytest.mark.parametrize("objective", [{}, IMSAT_TERMS], ids=["reference", "imsat-terms"])
+def test_resuming_from_a_mid_epoch_checkpoint_continues_exactly(digits, tmp_path, objective):
     x = torch.as_tensor(digits[0][:500])
-    straight = tiny_trainer(tmp_path / "a")
+    straight = tiny_trainer(tmp_path / "a", **objective)
     straight.fit(x, progress=False)
 
-    stopped = tiny_trainer(tmp_path / "b")
+    stopped = tiny_trainer(tmp_path / "b", **objective)
     calls = {"n": 0}
     original_forward = stopped.model.forward
 
@@ -121,7 +134,7 @@ def test_resuming_from_a_mid_epoch_checkpoint_continues_exactly(digits, tmp_path
     with pytest.raises(TrainingInterrupted, match="SIGTERM in epoch 2, after step 4 of 10"):
         stopped.fit(x, progress=False)
 
-    resumed = tiny_trainer(tmp_path / "b")
+    resumed = tiny_trainer(tmp_path / "b", **objective)
     resumed.resume()
     assert len(resumed.history) == 1
     resumed.fit(x, progress=False)
@@ -194,12 +207,9 @@ def test_memory_mapped_batches_come_back_in_the_order_asked(digits, tmp_path):
     assert torch.equal(trainer._batch(rows, wanted), torch.from_numpy(x[wanted.numpy()]))
 
 
-def test_imsat_terms_train_a_batch_normalised_q_y_with_a_last_batch_of_one(digits):
+def test_imsat_terms_train_a_batch_normalised_q_y_with_a_last_batch_of_one(digits, tmp_path):
     x = torch.as_tensor(digits[0][:129])  # batches of 64, 64 and 1: the 1 is skipped
-    config = ModelConfig(x_dim=64, image_shape=(8, 8), z_dim=8, hidden_dim=32, y_batch_norm=True)
-    model = GMVAENet(config.resolve(64, (8, 8), unit_range=True))
-    settings = dict(elbo_to_clusters=False, w_adversarial=1.0, w_confidence=0.1, w_balance=0.4)
-    trainer = Trainer(model, TrainConfig(epochs=1, batch_size=64, **settings), torch.device("cpu"))
+    trainer = tiny_trainer(tmp_path, epochs=1, batch_size=64, **IMSAT_TERMS)
     trainer.fit(x, progress=False)
     assert math.isfinite(trainer.history[0]["loss"])
     # 0.25 of the distance to the 10th nearest neighbour: positive, and shorter than the gap
