@@ -209,9 +209,10 @@ def test_memory_mapped_batches_come_back_in_the_order_asked(digits, tmp_path):
 
 def test_imsat_terms_train_a_batch_normalised_q_y_with_a_last_batch_of_one(digits, tmp_path):
     x = torch.as_tensor(digits[0][:129])  # batches of 64, 64 and 1: the 1 is skipped
-    trainer = tiny_trainer(tmp_path, epochs=1, batch_size=64, **IMSAT_TERMS)
+    trainer = tiny_trainer(tmp_path, epochs=1, batch_size=64, w_neighbours=1.0, **IMSAT_TERMS)
     trainer.fit(x, progress=False)
     assert math.isfinite(trainer.history[0]["loss"])
+    assert trainer.neighbours.shape == (129, 5)  # the neighbour term's 5, from one search of 10
     # 0.25 of the distance to the 10th nearest neighbour: positive, and shorter than the gap
     # to the nearest other example for none of them
     nearest = torch.cdist(x, x).fill_diagonal_(float("inf")).min(1).values

@@ -292,21 +292,17 @@ class Trainer:
         """The neighbour table and adversarial lengths the configured terms need, once.
         Seeded and deterministic: a resumed run finds the same ones."""
         cfg = self.config
-        if (cfg.w_neighbours == 0 and cfg.w_adversarial == 0) or (
-            self.neighbours is not None or self.adversarial_length is not None
-        ):
+        if self.neighbours is not None or self.adversarial_length is not None:
             return
-        k = (
-            cfg.n_neighbours
-            if cfg.w_adversarial == 0
-            else max(cfg.n_neighbours, ADVERSARIAL_NEIGHBOUR)
-        )
-        found = nearest_neighbours(x, k, cfg.seed, self.device)
+        wanted = [cfg.n_neighbours] if cfg.w_neighbours > 0 else []
+        wanted += [ADVERSARIAL_NEIGHBOUR] if cfg.w_adversarial > 0 else []
+        if not wanted:
+            return
+        found = nearest_neighbours(x, max(wanted), cfg.seed, self.device)
         if cfg.w_neighbours > 0:
             self.neighbours = found[:, : cfg.n_neighbours]
         if cfg.w_adversarial > 0:
-            far = found[:, ADVERSARIAL_NEIGHBOUR - 1]
-            far = far.cpu()
+            far = found[:, ADVERSARIAL_NEIGHBOUR - 1].cpu()
             distances = [
                 (read_rows(x, rows) - read_rows(x, far[rows])).norm(dim=1)
                 for rows in torch.arange(len(x)).split(4096)
