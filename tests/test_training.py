@@ -213,8 +213,8 @@ def test_imsat_terms_train_a_batch_normalised_q_y_with_a_last_batch_of_one(digit
     trainer.fit(x, progress=False)
     assert math.isfinite(trainer.history[0]["loss"])
     assert trainer.neighbours.shape == (129, 5)  # the neighbour term's 5, from one search of 10
-    # 0.25 of the distance to the 10th nearest neighbour: positive, and shorter than the gap
-    # to the nearest other example for none of them
+    # 0.25 of the distance to the 10th nearest neighbour: positive, and at least 0.25 of the
+    # distance to the nearest other example
     nearest = torch.cdist(x, x).fill_diagonal_(float("inf")).min(1).values
     assert (trainer.adversarial_length > 0).all() and len(trainer.adversarial_length) == 129
     assert (trainer.adversarial_length >= 0.25 * nearest - 1e-5).all()
