@@ -34,8 +34,7 @@ from gmvae.data import load_mnist
 from gmvae.experiment import ExperimentConfig, git_commit
 from gmvae.losses import weighted_loss
 from gmvae.metrics import clustering_scores
-from gmvae.model import GMVAENet, ModelConfig
-from gmvae.neighbours import nearest_neighbours
+from gmvae.model import GMVAENet
 from gmvae.training import Trainer, gumbel_temperature
 
 PARTS = ("floor", "loops", "time-to-acc", "predict", "memory", "growth")
@@ -51,10 +50,11 @@ def mnist() -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     return x_train, x_test, np.asarray(data.y_test)
 
 
-def reference_model(seed: int = 0) -> GMVAENet:
-    """The reference network for MNIST, initialised from `seed`."""
+def preset_model(preset: str = "reference", seed: int = 0) -> GMVAENet:
+    """A preset's network for MNIST, initialised from `seed`."""
     torch.manual_seed(seed)
-    return GMVAENet(ModelConfig(x_dim=784, likelihood="bernoulli", architecture="mlp"))
+    config = ExperimentConfig.from_preset(preset).model
+    return GMVAENet(config.resolve(784, (28, 28), unit_range=True))
 
 
 # --- the floor: the model's matrix products alone ---------------------------------------------
@@ -64,7 +64,7 @@ def matmul_floor(batch: int, n: int = 60_000) -> float:
     """Seconds for one epoch's worth of the reference model's matrix products at `batch`:
     per linear layer, the forward product and the two backward ones (input and weight
     gradients; none for the input of the first layer of q(y|x), which is data)."""
-    model = reference_model()
+    model = preset_model()
     layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     first = model.y_encoder[0]
     work = []
@@ -93,7 +93,7 @@ def bare_loop(x_train: torch.Tensor, batch: int) -> float:
     on contiguous slices of the data, nothing else (no shuffling, no bookkeeping, no checks),
     with the fastest Adam (fused). The floor the speed issue names (about 14.7 s at batch 64
     and 6.3 s at 256 there)."""
-    model = reference_model()
+    model = preset_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
 
     def epoch() -> None:
@@ -131,7 +131,7 @@ def reference_loop(x_train, x_test, y_test, epochs: int) -> list[dict]:
     Dataset, a .item() per loss term per step, predictions collected per step, and a test pass
     through a DataLoader every epoch; PyTorch's default Adam, as the reference uses. Same model
     and loss as ours."""
-    model = reference_model()
+    model = preset_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     as_bytes = (x_train * 255).round().to(torch.uint8)
     test_bytes = (x_test * 255).round().to(torch.uint8)
@@ -177,7 +177,7 @@ def our_loop(
     """Our Trainer with a preset's settings (and `train` overrides), a test pass after each
     epoch; stops early once test ACC reaches `stop_at_acc`. Labels only score."""
     config = ExperimentConfig.from_preset(preset, {"train": {"epochs": epochs, **train}})
-    model = reference_model(config.train.seed)
+    model = preset_model(preset, config.train.seed)
     trainer = Trainer(model, replace(config.train, checkpoint_every=0), CPU)
     rows = []
     for epoch in range(epochs):
@@ -218,7 +218,7 @@ def time_to_accuracy(x_train, x_test, y_test, seed: int, max_epochs: int) -> dic
 
 def predict_throughput(x_train, x_test) -> dict:
     """Images per second of q(y|x) on the 10,000 test images (a model trained one epoch)."""
-    model = reference_model()
+    model = preset_model()
     Trainer(model, replace(ExperimentConfig.from_preset("reference").train, epochs=1,
                            batch_size=256, checkpoint_every=0), CPU).fit(x_train)  # fmt: skip
     inference.cluster_probabilities(model, x_test)  # warm-up
@@ -244,7 +244,7 @@ def peak_rss(what: str) -> dict:
 def rss_child(what: str) -> None:
     x_train, x_test, _ = mnist()
     loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    model = reference_model()
+    model = preset_model("default")
     if what == "train":
         config = ExperimentConfig.from_preset("default").train
         Trainer(model, replace(config, epochs=1, checkpoint_every=0), CPU).fit(x_train)
@@ -261,9 +261,10 @@ def growth(x_train) -> list[dict]:
     config = ExperimentConfig.from_preset("default").train
     for n in (7_500, 15_000, 30_000, 60_000, 120_000):
         x = torch.cat([x_train, x_train])[:n]
-        trainer = Trainer(reference_model(), replace(config, epochs=1, checkpoint_every=0), CPU)
+        model = preset_model("default")
+        trainer = Trainer(model, replace(config, epochs=1, checkpoint_every=0), CPU)
         start = time.perf_counter()
-        trainer.neighbours = nearest_neighbours(x, config.n_neighbours, config.seed, CPU)
+        trainer.find_neighbours(x)
         search = time.perf_counter() - start
         start = time.perf_counter()
         trainer.fit(x, progress=False)

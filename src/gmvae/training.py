@@ -273,7 +273,7 @@ class Trainer:
             x = x.to(self.device, torch.float32)
         if progress is None:
             progress = sys.stderr.isatty()
-        self._find_neighbours(x)
+        self.find_neighbours(x)
         every = self.config.checkpoint_every
         for epoch in range(len(self.history), self.config.epochs):
             record = {"epoch": epoch + 1, **self.train_epoch(x, epoch, progress)}
@@ -288,7 +288,7 @@ class Trainer:
                 self.save_checkpoint()
         return self.history
 
-    def _find_neighbours(self, x: torch.Tensor | ScaledRows) -> None:
+    def find_neighbours(self, x: torch.Tensor | ScaledRows) -> None:
         """The neighbour table and adversarial lengths the configured terms need, once.
         Seeded and deterministic: a resumed run finds the same ones."""
         cfg = self.config
