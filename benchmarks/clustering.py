@@ -30,9 +30,23 @@ from pathlib import Path
 import torch
 
 from gmvae.cli import build_parser, parse_int_range, setting_overrides
-from gmvae.experiment import PRESETS, ExperimentConfig, Output, git_commit, run_experiment
+from gmvae.experiment import (
+    PRESETS,
+    DataConfig,
+    ExperimentConfig,
+    Output,
+    git_commit,
+    run_experiment,
+)
 
-KEPT = {"config.json", "metrics.csv", "results.json", "generated.png", "contingency.png"}
+KEPT = {
+    "config.json",
+    "metrics.csv",
+    "results.json",
+    "generated.png",
+    "contingency.png",
+    "labelled.csv",  # semi-supervised runs: the labelled draw
+}
 COLUMNS = ("acc", "nmi", "ari", "elbo", "wall_seconds", "train_seconds")
 
 
@@ -41,6 +55,9 @@ def differences(config: ExperimentConfig, saved: dict) -> list[str]:
     sizes and "auto" choices are filled in from the data when a run starts, so not compared."""
     wanted = {"preset": config.preset, "data": config.data.data, **asdict(config.train)}
     found = {"preset": saved["preset"], "data": saved["data"]["data"], **saved["train"]}
+    for key, value in asdict(config.data).items():  # e.g. the labels of a semi-supervised run
+        if value != getattr(DataConfig(), key):
+            wanted[f"data.{key}"], found[f"data.{key}"] = value, saved["data"].get(key)
     resolved = {"x_dim", "image_shape"}
     for key, value in asdict(config.model).items():
         if key not in resolved and value != "auto":
@@ -75,6 +92,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
     results = json.loads(results_path.read_text())
     test = results["test"]
     row = {"seed": seed, **{k: test[k] for k in ("acc", "nmi", "ari", "elbo")}}
+    if "accuracy" in test:  # semi-supervised: cluster k is class k
+        row["accuracy"] = test["accuracy"]
     row.update(wall_seconds=results["wall_seconds"], train_seconds=results["train_seconds"])
     print(
         f"seed {seed}: ACC {row['acc']:.2f}  NMI {row['nmi']:.2f}  ARI {row['ari']:.2f}  "
@@ -99,6 +118,19 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def machine(command: str) -> dict:
+    """run.json: the command, the commit and the machine."""
+    return {
+        "command": command,
+        "commit": git_commit(),
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
 
 
 def main() -> None:
@@ -135,16 +167,7 @@ def main() -> None:
         ),
     ]
     (args.out / "summary.md").write_text("\n".join(lines) + "\n")
-    machine = {
-        "command": command,
-        "commit": git_commit(),
-        "cpu_count": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "date": time.strftime("%Y-%m-%d"),
-    }
-    (args.out / "run.json").write_text(json.dumps(machine, indent=2) + "\n")
+    (args.out / "run.json").write_text(json.dumps(machine(command), indent=2) + "\n")
     print("\n".join(lines))
 
 

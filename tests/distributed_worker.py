@@ -8,6 +8,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from gmvae import GMVAE, distributed
+from gmvae.labels import draw_per_class
 from gmvae.model import GMVAENet, ModelConfig
 from gmvae.training import TrainConfig, Trainer
 
@@ -31,7 +32,8 @@ def digits() -> torch.Tensor:
     return torch.as_tensor(x, dtype=torch.float32)
 
 
-def train(world: distributed.World, device: torch.device) -> Trainer:
+def train(world: distributed.World, device: torch.device, labels=None) -> Trainer:
+    """Train on 400 digits; `labels`: semi-supervised, a class per row or -1."""
     torch.manual_seed(SETTINGS.seed)
     config = ModelConfig(
         x_dim=64, image_shape=(8, 8), z_dim=4, hidden_dim=32, likelihood="bernoulli"
@@ -40,9 +42,14 @@ def train(world: distributed.World, device: torch.device) -> Trainer:
     seen = []
     original = trainer._batch
     trainer._batch = lambda x, rows: (seen.append(rows.tolist()), original(x, rows))[1]
-    trainer.fit(digits(), progress=False)
+    trainer.fit(digits(), progress=False, labels=labels)
     trainer.rows_seen = seen[::2]  # each step reads its batch, then that batch's neighbours
     return trainer
+
+
+def few_labels():
+    """Three labels per class of the 400 digits, -1 for the rest."""
+    return draw_per_class(load_digits().target[:400], 3, seed=0)
 
 
 def world_size() -> int:
@@ -56,6 +63,7 @@ if __name__ == "__main__":
     out = Path(sys.argv[1])
     world, device = distributed.setup("cpu")
     trainer = train(world, device)
+    semi = train(world, device, labels=few_labels())
     # The estimator joins the same process group when started by torchrun.
     estimator = GMVAE(5, latent_dim=4, hidden_dim=32, epochs=2, random_state=0, device="cpu")
     labels = estimator.fit(digits().numpy().reshape(-1, 8, 8)).labels_
@@ -64,6 +72,7 @@ if __name__ == "__main__":
             "params": {k: v.clone() for k, v in trainer.model.state_dict().items()},
             "rows": trainer.rows_seen,
             "loss": [row["loss"] for row in trainer.history],
+            "semi_params": {k: v.clone() for k, v in semi.model.state_dict().items()},
             "estimator_labels": torch.as_tensor(labels),
             "estimator_world": world_size(),
         },

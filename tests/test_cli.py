@@ -173,3 +173,18 @@ def test_an_unwritable_or_full_run_folder_fails_before_training(tmp_path, capsys
     monkeypatch.setattr(gmvae.experiment.shutil, "disk_usage", lambda _: usage(1, 1, 2**20))
     expect_error([*TRAIN_TINY, "--out", str(tmp_path / "full")], capsys, "only 1 MB free")
     assert not (tmp_path / "full").exists()
+
+
+def test_labels_per_class_draws_that_many_saves_the_draw_and_scores_classes(tmp_path, capsys):
+    out = tmp_path / "semi"
+    main(["train", *QUICK, "--labels-per-class", "2", "--out", str(out)])
+    assert "ACCURACY" in capsys.readouterr().out
+    train_labels = load_mnist().y_train
+    with open(out / "labelled.csv") as f:
+        drawn = [(int(r["row"]), int(r["label"])) for r in csv.DictReader(f)]
+    assert sorted(label for _, label in drawn) == sorted(list(range(10)) * 2)
+    assert all(row < 300 and train_labels[row] == label for row, label in drawn)
+    results = json.loads((out / "results.json").read_text())
+    assert results["labelled"] == 20 and 0 <= results["test"]["accuracy"] <= 100
+    main(["evaluate", str(out)])
+    assert f"{results['test']['accuracy']:.2f}" in capsys.readouterr().out

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from gmvae.distributed import World
-from tests.distributed_worker import SETTINGS, train
+from tests.distributed_worker import SETTINGS, few_labels, train
 
 TIMEOUT = 240  # the test's own limit; the process group's is GMVAE_DIST_TIMEOUT below
 
@@ -67,6 +67,12 @@ def test_two_processes_match_one_with_the_same_global_batch(two_ranks):
     for name, value in single.model.state_dict().items():
         torch.testing.assert_close(two_ranks[0]["params"][name], value, atol=2e-5, rtol=1e-4)
     assert two_ranks[0]["loss"] == pytest.approx([r["loss"] for r in single.history], rel=1e-4)
+
+
+def test_semi_supervised_two_processes_match_one(two_ranks):
+    single = train(World(), torch.device("cpu"), labels=few_labels())
+    for name, value in single.model.state_dict().items():
+        torch.testing.assert_close(two_ranks[0]["semi_params"][name], value, atol=2e-5, rtol=1e-4)
 
 
 QUICK = [

@@ -12,25 +12,13 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from gmvae import GMVAE
 from gmvae.errors import GMVAEError
+from gmvae.labels import draw_per_class
 from gmvae.metrics import cluster_accuracy
 
 SMALL = {"latent_dim": 4, "hidden_dim": 32, "epochs": 5, "batch_size": 32, "random_state": 0}
 
-# Checks this estimator fails on purpose, each for a reason that is part of what it is.
-EXPECTED_FAILURES = {
-    # A GMVAE trained a few epochs on 3 tight blobs may split or merge them: the check asks a
-    # fixed ARI of every clusterer regardless of its training budget.
-    "check_clustering": "a short-trained neural clusterer does not promise ARI > 0.4 on 3 blobs",
-}
 
-
-def expected_failed_checks(estimator):
-    return EXPECTED_FAILURES
-
-
-@parametrize_with_checks(
-    [GMVAE(n_clusters=3, **SMALL)], expected_failed_checks=expected_failed_checks
-)
+@parametrize_with_checks([GMVAE(n_clusters=3, **SMALL)])
 def test_passes_scikit_learn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -151,3 +139,34 @@ def test_bernoulli_on_data_outside_unit_range_and_wrong_feature_counts_are_refus
     model = GMVAE(n_clusters=3, **SMALL).fit(digits[0][:100])
     with pytest.raises(ValueError, match="features"):
         model.predict(digits[0][:5, :10])
+
+
+def test_semi_supervised_predict_returns_classes_from_five_labels_per_class(digits):
+    x, y = digits
+    y_partial = draw_per_class(y, 5, seed=0)
+    model = GMVAE(n_clusters=10, semi_supervised=True, **{**SMALL, "hidden_dim": 128})
+    model.fit(x.reshape(-1, 8, 8), y_partial)
+    unlabelled = y_partial == -1
+    assert (model.predict(x.reshape(-1, 8, 8))[unlabelled] == y[unlabelled]).mean() > 0.8
+
+
+def test_y_is_ignored_unless_semi_supervised(digits):
+    x, y = digits[0][:300], digits[1][:300]
+    with_y = GMVAE(n_clusters=4, **SMALL).fit(x, y).labels_
+    np.testing.assert_array_equal(with_y, GMVAE(n_clusters=4, **SMALL).fit(x).labels_)
+
+
+@pytest.mark.parametrize(
+    ("y", "message"),
+    [
+        (None, "needs y"),
+        (np.full(60, -1), "every label is -1"),
+        (np.arange(60) % 4, "label 3 is not a cluster"),
+        (np.full(60, 0.5), "fraction"),
+        (np.array(["cat"] * 60), "must be integers"),
+        (np.zeros(59), r"expected \(60,\)"),
+    ],
+)
+def test_bad_semi_supervised_labels_are_one_clear_error_each(digits, y, message):
+    with pytest.raises(GMVAEError, match=message):
+        GMVAE(n_clusters=3, semi_supervised=True, **SMALL).fit(digits[0][:60], y)

@@ -199,3 +199,35 @@ def test_predict_refuses_another_feature_count_and_an_incompatible_model(
     meta["format_version"] = 0
     (out / "model" / "config.json").write_text(json.dumps(meta))
     expect_error([*predict, str(wine_csv)], capsys, "version 0")
+
+
+def test_a_label_column_with_empty_cells_trains_semi_supervised_on_the_filled_ones(
+    wine_csv, tmp_path, capsys
+):
+    rows = list(csv.reader(wine_csv.read_text().splitlines()))
+    for i, row in enumerate(rows[1:]):
+        if i % 10:  # one row in ten keeps its label
+            row[-1] = ""
+    partial = tmp_path / "partial.csv"
+    write_csv(partial, rows[1:], rows[0])
+    out = tmp_path / "run"
+    semi = ["--data", str(partial), "--label-column", "kind", "--semi-supervised"]
+    train([*semi, "--n-clusters", "3", "--out", str(out)], capsys)
+    results = json.loads((out / "results.json").read_text())
+    assert results["classes"] == ["class_0", "class_1", "class_2"] and results["labelled"] == 18
+    assert "acc" not in results["test"]  # unlabelled rows leave nothing to score against
+    labelled = list(csv.DictReader((out / "labelled.csv").read_text().splitlines()))
+    assert [int(r["row"]) for r in labelled] == list(range(0, 178, 10))
+    assert all(rows[1 + int(r["row"])][-1] == f"class_{r['label']}" for r in labelled)
+
+    t = ["train", *QUICK, "--out", str(tmp_path / "never"), "--data"]
+    write_csv(tmp_path / "plain.csv", [row[:-1] for row in rows[1:]], rows[0][:-1])
+    expect_error([*t, str(tmp_path / "plain.csv"), "--semi-supervised"], capsys, "needs labels")
+    expect_error([*t, str(partial), *semi[2:4], "--labels-per-class", "0"], capsys, "at least 1")
+    expect_error([*t, *semi[1:], "--n-clusters", "2"], capsys, "label 2 is not a cluster")
+    for row in rows[1:]:
+        row[-1] = ""
+    write_csv(tmp_path / "none.csv", rows[1:], rows[0])
+    expect_error([*t, str(tmp_path / "none.csv"), *semi[2:]], capsys, "every label is -1")
+    expect_error([*t, str(partial), "--label-column", "nope", "--semi-supervised"], capsys, "nope")
+    assert not (tmp_path / "never").exists()

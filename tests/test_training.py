@@ -7,6 +7,7 @@ import torch
 from gmvae import inference
 from gmvae.distributed import resolve_device
 from gmvae.errors import GMVAEError
+from gmvae.labels import draw_per_class
 from gmvae.metrics import cluster_accuracy
 from gmvae.model import GMVAENet, ModelConfig
 from gmvae.preprocessing import ScaledRows
@@ -114,11 +115,18 @@ IMSAT_TERMS = dict(
 )
 
 
-@pytest.mark.parametrize("objective", [{}, IMSAT_TERMS], ids=["reference", "imsat-terms"])
-def test_resuming_from_a_mid_epoch_checkpoint_continues_exactly(digits, tmp_path, objective):
+@pytest.mark.parametrize(
+    "objective, per_class",
+    [({}, None), (IMSAT_TERMS, None), (IMSAT_TERMS, 3)],
+    ids=["reference", "imsat-terms", "semi-supervised"],
+)
+def test_resuming_from_a_mid_epoch_checkpoint_continues_exactly(
+    digits, tmp_path, objective, per_class
+):
     x = torch.as_tensor(digits[0][:500])
+    labels = None if per_class is None else draw_per_class(digits[1][:500], per_class, seed=0)
     straight = tiny_trainer(tmp_path / "a", **objective)
-    straight.fit(x, progress=False)
+    straight.fit(x, progress=False, labels=labels)
 
     stopped = tiny_trainer(tmp_path / "b", **objective)
     calls = {"n": 0}
@@ -132,12 +140,12 @@ def test_resuming_from_a_mid_epoch_checkpoint_continues_exactly(digits, tmp_path
 
     stopped.model.forward = forward_then_stop
     with pytest.raises(TrainingInterrupted, match="SIGTERM in epoch 2, after step 4 of 10"):
-        stopped.fit(x, progress=False)
+        stopped.fit(x, progress=False, labels=labels)
 
     resumed = tiny_trainer(tmp_path / "b", **objective)
     resumed.resume()
     assert len(resumed.history) == 1
-    resumed.fit(x, progress=False)
+    resumed.fit(x, progress=False, labels=labels)
     drop = {"seconds"}
     assert [{k: v for k, v in r.items() if k not in drop} for r in resumed.history] == [
         {k: v for k, v in r.items() if k not in drop} for r in straight.history
@@ -224,3 +232,46 @@ def test_q_y_without_the_elbo_needs_a_clustering_term():
     model = GMVAENet(ModelConfig(x_dim=4, image_shape=None, hidden_dim=4, likelihood="gaussian"))
     with pytest.raises(GMVAEError, match="clustering term"):
         Trainer(model, TrainConfig(elbo_to_clusters=False), torch.device("cpu"))
+
+
+def test_labelled_rows_take_their_class_as_y_and_only_they_add_a_cross_entropy():
+    torch.manual_seed(0)
+    config = ModelConfig(6, None, n_clusters=3, z_dim=2, hidden_dim=8, likelihood="gaussian")
+    model = GMVAENet(config)
+    x, labels = torch.randn(4, 6), torch.tensor([2, -1, 0, -1])
+    normal = torch.randn(4, 2)
+    runs = [
+        model(x, temperature=1.0, noise=(torch.randn(4, 3) * 5, normal), labels=labels)
+        for _ in range(2)
+    ]
+    known = labels >= 0
+    # Other Gumbel noise changes y, and so the reconstruction, of unlabelled rows only.
+    assert torch.equal(runs[0]["rec"][known], runs[1]["rec"][known])
+    assert not torch.isclose(runs[0]["rec"][~known], runs[1]["rec"][~known]).any()
+    assert torch.allclose(runs[0]["cat"][known], torch.tensor(math.log(3)))
+    nll = torch.nn.functional.cross_entropy(
+        runs[0]["logits"][known], labels[known], reduction="none"
+    )
+    assert torch.allclose(runs[0]["labelled"][known], nll)
+    assert (runs[0]["labelled"][~known] == 0).all()
+
+
+def test_three_labels_per_class_make_cluster_k_class_k_on_digits(digits):
+    x, y = digits
+    labels = draw_per_class(y, 3, seed=0)
+    torch.manual_seed(0)
+    model = GMVAENet(
+        ModelConfig(
+            x_dim=64, image_shape=(8, 8), z_dim=8, hidden_dim=128, likelihood="bernoulli",
+            y_batch_norm=True,
+        )
+    )  # fmt: skip
+    config = TrainConfig(epochs=10, batch_size=64, labelled_batch_size=16, **{
+        k: v for k, v in IMSAT_TERMS.items() if k != "y_batch_norm"
+    })  # fmt: skip
+    trainer = Trainer(model, config, torch.device("cpu"))
+    trainer.fit(torch.as_tensor(x), progress=False, labels=labels)
+    predicted = inference.cluster_probabilities(trainer.model, x).argmax(1)
+    unlabelled = labels < 0
+    # Without matching clusters to classes: 30 labels among 1,797 digits set every class.
+    assert (predicted[unlabelled] == y[unlabelled]).mean() > 0.85

@@ -203,7 +203,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     model = _load_run(args.run, args.device)
     data, seed = _run_data(args.run, args.data_dir)
-    scores, _ = evaluate(model, data.x_test, data.y_test, seed=seed)
+    scores, _ = evaluate(model, data.x_test, data.y_test, seed, data.train_labels is not None)
     print(format_table(scores, "test"))
 
 

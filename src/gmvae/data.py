@@ -108,6 +108,10 @@ class Dataset:
     y_test: np.ndarray | None
     image_shape: tuple[int, ...] | None
     scaling: Scaling | None = None  # how raw values were mapped to x (None: already in [0, 1])
+    # Semi-supervised runs only: the class of each training example that training may use,
+    # -1 where unknown (gmvae.labels). None for clustering, which trains on no label at all.
+    train_labels: np.ndarray | None = None
+    label_names: list[str] | None = None  # a file's original label of each class index
 
 
 def parse_idx(raw: bytes, source: str) -> np.ndarray:
@@ -281,10 +285,12 @@ def open_dataset(
     label_column: str | None = None,
     blobs: tuple[int, int, int] = (1000, 2, 3),
     seed: int = 0,
+    empty_labels: bool = False,
 ) -> Dataset:
     """A named dataset (mnist, fashion-mnist, digits, blobs) or a user's file or image folder.
 
     blobs: (samples, features, centers) of the synthetic dataset, drawn with `seed`.
+    empty_labels: a table's empty label cells are unlabelled rows (-1) instead of an error.
     """
     if spec in IDX_SOURCES:
         return load_idx_dataset(IDX_SOURCES[spec], data_dir)
@@ -297,9 +303,11 @@ def open_dataset(
         raise GMVAEError(
             f"no dataset {spec!r}: not a file or folder, nor one of {', '.join(NAMED_DATASETS)}"
         )
-    raw = read_data(path, label_column)
+    raw = read_data(path, label_column, empty_labels=empty_labels)
     x, image_shape, scaling = prepare(raw.values, raw.is_image, what=str(path))
-    return Dataset(path.name, x, raw.labels, x, raw.labels, image_shape, scaling)
+    return Dataset(
+        path.name, x, raw.labels, x, raw.labels, image_shape, scaling, label_names=raw.label_names
+    )
 
 
 def read_inputs(

@@ -100,3 +100,12 @@ def broadcast_error(message: str | None, world: World) -> str | None:
     box = [message]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def share_buffers(module: torch.nn.Module, world: World) -> None:
+    """Rank 0's buffers (batch normalisation's running statistics) on every rank. DDP sends
+    them at the start of each forward pass, so after the last step each rank still holds the
+    statistics of its own last batch; this makes the trained models identical."""
+    if world.size > 1:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)

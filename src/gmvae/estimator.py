@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,10 @@ from gmvae import distributed, inference
 from gmvae.checkpoint import atomic_write, load_model, load_scaling, read_json, save_model
 from gmvae.distributed import resolve_device
 from gmvae.errors import GMVAEError
-from gmvae.model import GMVAENet, ModelConfig
+from gmvae.labels import check_labels
+from gmvae.model import GMVAENet
 from gmvae.preprocessing import ScaledRows, prepare, value_range
-from gmvae.training import TrainConfig, Trainer
+from gmvae.training import Trainer
 
 ESTIMATOR_FILE = "estimator.json"
 
@@ -30,6 +32,14 @@ class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
     to [0, 1] (0-255 values are divided by 255); tables are standardised per column and the
     scaling is kept for every later call and saved with the model.
 
+    preset: the objective and settings to start from, as for `gmvae train --preset` ("default",
+    or "reference" for the reference project's); epochs, batch_size and learning_rate are the
+    preset's unless given.
+
+    semi_supervised: when True, `fit(X, y)` trains with the labels in y (-1 for unlabelled
+    rows, as scikit-learn's semi-supervised estimators read it; classes 0 to n_clusters - 1),
+    and cluster k is class k, so `predict` returns classes. When False, y is ignored.
+
     Fitted attributes: model_ (the network), labels_, scaling_, likelihood_, architecture_,
     image_shape_, history_ (a dict per epoch), n_features_in_, feature_names_in_ (DataFrames).
     """
@@ -41,13 +51,15 @@ class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
         hidden_dim: int = 512,
         likelihood: str = "auto",
         architecture: str = "auto",
-        epochs: int = 50,
-        batch_size: int = 64,
-        learning_rate: float = 1e-3,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        learning_rate: float | None = None,
         image_shape: tuple[int, ...] | None = None,
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
+        semi_supervised: bool = False,
+        preset: str = "default",
     ):
         self.n_clusters = n_clusters
         self.latent_dim = latent_dim
@@ -61,6 +73,8 @@ class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.semi_supervised = semi_supervised
+        self.preset = preset
 
     def _values(self, X: object, reset: bool) -> np.ndarray:
         """Validated values shaped as images when they are images."""
@@ -84,26 +98,38 @@ class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
         return prepare(values, self.image_shape_ is not None, self.scaling_, what="X")[0]
 
     def fit(self, X: object, y: object = None) -> GMVAE:
-        """Fit to X; y is ignored (clustering uses no labels)."""
+        """Fit to X. y: ignored (clustering uses no labels), unless semi_supervised: then the
+        class of each row, -1 where unknown."""
         values = self._values(X, reset=True)
         is_image = values.ndim >= 3
         x, image_shape, scaling = prepare(values, is_image, what="X")
-        if len(x) < self.n_clusters:
-            raise GMVAEError(f"{len(x)} samples for {self.n_clusters} clusters")
+        if len(x) < max(self.n_clusters, 2):  # a batch needs two (batch normalisation)
+            raise GMVAEError(f"{len(x)} samples for {self.n_clusters} clusters; at least 2 needed")
+        labels = None
+        if self.semi_supervised:
+            if y is None:
+                raise GMVAEError("semi_supervised=True needs y: a class per row, -1 if unknown")
+            labels = check_labels(y, len(x), self.n_clusters)
+        from gmvae.experiment import ExperimentConfig  # the presets; imported only to fit
+
+        preset = ExperimentConfig.from_preset(self.preset)
         low, high = value_range(x)
-        config = ModelConfig(
+        config = replace(
+            preset.model,
             n_clusters=self.n_clusters,
             z_dim=self.latent_dim,
             hidden_dim=self.hidden_dim,
             likelihood=self.likelihood,
             architecture=self.architecture,
         ).resolve(x.shape[1], image_shape, unit_range=low >= 0 and high <= 1)
+        if config.architecture == "conv":  # the preset's q(y|x) settings are the MLP's
+            config = replace(config, y_hidden_dim=0, y_batch_norm=False)
         # Drawn from random_state: under torchrun give an int so every rank draws the same.
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))
-        train_config = TrainConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.learning_rate,
+        given = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.learning_rate}
+        train_config = replace(
+            preset.train,
+            **{name: value for name, value in given.items() if value is not None},
             seed=seed,
             device=self.device,
             checkpoint_every=0,
@@ -113,7 +139,7 @@ class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
         torch.manual_seed(seed)
         trainer = Trainer(GMVAENet(config), train_config, device, world=world)
         data = torch.as_tensor(x) if isinstance(x, np.ndarray) else x
-        self.history_ = trainer.fit(data, progress=self.verbose > 0)
+        self.history_ = trainer.fit(data, progress=self.verbose > 0, labels=labels)
         self.model_ = trainer.model.eval()
         self.scaling_ = scaling
         self.input_shape_ = tuple(values.shape[1:])

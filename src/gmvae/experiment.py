@@ -35,6 +35,7 @@ from gmvae.checkpoint import atomic_write, read_json, save_model, write_json
 from gmvae.data import NAMED_DATASETS, Dataset, open_dataset
 from gmvae.distributed import World, broadcast_error, resolve_device
 from gmvae.errors import GMVAEError
+from gmvae.labels import LABELLED_FILE, check_labels, draw_per_class, read_labelled, write_labelled
 from gmvae.metrics import clustering_scores, contingency, hungarian_match, usage_entropy
 from gmvae.model import GMVAENet, ModelConfig
 from gmvae.preprocessing import ScaledRows, value_range
@@ -81,7 +82,29 @@ class DataConfig:
         default=None, metadata={"help": "folder holding a named dataset's files"}
     )
     label_column: str | None = field(
-        default=None, metadata={"help": "a table's label column, used for evaluation only"}
+        default=None,
+        metadata={"help": "a table's label column: for evaluation only, unless semi-supervised"},
+    )
+    semi_supervised: bool = field(
+        default=False,
+        metadata={
+            "help": "train with the training labels (a table's --label-column; empty cells are "
+            "unlabelled rows): cluster k is then class k"
+        },
+    )
+    labels_per_class: int | None = field(
+        default=None,
+        metadata={
+            "help": "semi-supervised with only N training labels per class, drawn with the "
+            "seed (saved in RUN/labelled.csv); the other examples are unlabelled"
+        },
+    )
+    labelled_classes: str | None = field(
+        default=None,
+        metadata={
+            "help": "semi-supervised with the labels of these classes only (e.g. 0-4 or 1,3): "
+            "the other classes are left to find clusters of their own"
+        },
     )
     blobs_samples: int = field(default=1000, metadata={"help": "blobs: number of samples"})
     blobs_features: int = field(default=2, metadata={"help": "blobs: number of features"})
@@ -125,8 +148,18 @@ class ExperimentConfig:
         return cls(preset=name, **sections)
 
 
+def is_semi_supervised(config: DataConfig) -> bool:
+    return (
+        config.semi_supervised
+        or config.labels_per_class is not None
+        or config.labelled_classes is not None
+    )
+
+
 def load_data(config: DataConfig, seed: int = 0) -> Dataset:
-    """The dataset, cut to the configured subsets."""
+    """The dataset, cut to the configured subsets; for semi-supervised runs, with the training
+    labels training may use (train_labels: all the data's, or `labels_per_class` of each class
+    drawn with `seed`)."""
     for name in ("train_subset", "test_subset"):
         if getattr(config, name) is not None and getattr(config, name) < 1:
             raise GMVAEError(f"{name} must be at least 1")
@@ -136,19 +169,38 @@ def load_data(config: DataConfig, seed: int = 0) -> Dataset:
         config.label_column,
         (config.blobs_samples, config.blobs_features, config.blobs_centers),
         seed,
+        empty_labels=is_semi_supervised(config),
     )
 
     def cut(array, n):  # slicing ScaledRows would read the whole file: only cut when asked
         return array if array is None or n is None else array[:n]
 
     n_train, n_test = config.train_subset, config.test_subset
-    return replace(
+    data = replace(
         data,
         x_train=cut(data.x_train, n_train),
         y_train=cut(data.y_train, n_train),
         x_test=cut(data.x_test, n_test),
         y_test=cut(data.y_test, n_test),
     )
+    if not is_semi_supervised(config):
+        return data
+    if data.y_train is None:
+        raise GMVAEError(
+            f"semi-supervised training needs labels, and {config.data} has none here: name a "
+            "table's label column with --label-column"
+        )
+    labels = data.y_train
+    if config.labels_per_class is not None:
+        labels = draw_per_class(labels, config.labels_per_class, seed)
+    if config.labelled_classes is not None:
+        from gmvae.cli import parse_int_range
+
+        kept = parse_int_range(config.labelled_classes, "--labelled-classes")
+        labels = np.where(np.isin(labels, kept), labels, -1)
+    if (data.y_train < 0).any():  # a table with unlabelled rows: no labels to score with
+        data = replace(data, y_train=None, y_test=None)
+    return replace(data, train_labels=labels)
 
 
 def git_commit() -> str | None:
@@ -209,15 +261,28 @@ def write_metrics(path: Path, history: list[dict]) -> None:
     atomic_write(path, buffer.getvalue())
 
 
+def label_scores(labels: np.ndarray | None, clusters: np.ndarray, k: int, classes: bool) -> dict:
+    """With labels: ACC/NMI/ARI (percent), and with `classes` (semi-supervised: cluster k is
+    class k) "accuracy", the percentage of examples whose cluster is their class."""
+    if labels is None:
+        return {}
+    scores = {"accuracy": 100 * float((clusters == labels).mean())} if classes else {}
+    return {**scores, **clustering_scores(labels, clusters, k)}
+
+
 def evaluate(
-    model: GMVAENet, x: np.ndarray, labels: np.ndarray | None, seed: int = 0
+    model: GMVAENet,
+    x: np.ndarray,
+    labels: np.ndarray | None,
+    seed: int = 0,
+    classes: bool = False,
 ) -> tuple[dict, np.ndarray]:
-    """Scores on x: mean ELBO (nats), cluster-usage entropy, and with labels ACC/NMI/ARI
-    (percent); and the cluster of each example."""
+    """Scores on x: mean ELBO (nats), cluster-usage entropy, and with labels the label_scores;
+    and the cluster of each example."""
     clusters = inference.cluster_probabilities(model, x).argmax(1)
     k = model.config.n_clusters
     scores = {
-        **(clustering_scores(labels, clusters, k) if labels is not None else {}),
+        **label_scores(labels, clusters, k, classes),
         "elbo": float(inference.elbo(model, x, seed=seed).mean()),
         "usage_entropy": usage_entropy(clusters, k),
     }
@@ -225,7 +290,7 @@ def evaluate(
 
 
 def format_table(scores: dict, title: str) -> str:
-    keys = [k for k in ("acc", "nmi", "ari") if k in scores]
+    keys = [k for k in ("accuracy", "acc", "nmi", "ari") if k in scores]
     header = f"{title:<10}" + "".join(f"{k.upper():>8}" for k in keys) + f"{'ELBO':>10}"
     row = f"{'':<10}" + "".join(f"{scores[k]:8.2f}" for k in keys) + f"{scores['elbo']:10.2f}"
     return f"{header}\n{row}"
@@ -257,6 +322,8 @@ def run_experiment(
         raise GMVAEError(
             f"{len(data.x_train)} training examples for {model_config.n_clusters} clusters"
         )
+    if data.train_labels is not None:
+        check_labels(data.train_labels, len(data.x_train), model_config.n_clusters)
     torch.manual_seed(config.train.seed)
     model = GMVAENet(model_config)
     error = None
@@ -264,6 +331,8 @@ def run_experiment(
         try:
             create_run_folder(out, run_bytes_needed(model))
             write_json(out / CONFIG_FILE, run_record(config, model_config, data, device, command))
+            if data.train_labels is not None:
+                write_labelled(out / LABELLED_FILE, data.train_labels)
         except GMVAEError as err:
             error = str(err)
     error = broadcast_error(error, world)  # every rank stops if rank 0 could not start
@@ -329,6 +398,8 @@ def resume_experiment(
     if device is not None:
         train_config = replace(train_config, device=device)
     data = load_data(data_config, train_config.seed)
+    if data.train_labels is not None:  # the run's own draw, as it was saved
+        data = replace(data, train_labels=read_labelled(out / LABELLED_FILE, len(data.x_train)))
     trainer = Trainer(
         GMVAENet(model_config),
         train_config,
@@ -369,13 +440,14 @@ def train_and_report(
     figures and report.html into `out`."""
     model, config = trainer.model, trainer.config
     k = model.config.n_clusters
+    classes = data.train_labels is not None
     monitor_x = data.x_train[: data_config.monitor_size]
     monitor_y = None if data.y_train is None else data.y_train[: data_config.monitor_size]
 
     def monitor() -> dict:
         clusters = inference.cluster_probabilities(model, monitor_x).argmax(1)
         return {
-            **(clustering_scores(monitor_y, clusters, k) if monitor_y is not None else {}),
+            **label_scores(monitor_y, clusters, k, classes),
             "usage_entropy": usage_entropy(clusters, k),
         }
 
@@ -399,7 +471,8 @@ def train_and_report(
         if output.log == "json":
             print(json.dumps(row), flush=True)
         elif output.log == "text":
-            scores = "".join(f"  {k} {row[k]:5.1f}" for k in ("acc", "nmi", "ari") if k in row)
+            keys = ("accuracy", "acc", "nmi", "ari")
+            scores = "".join(f"  {k} {row[k]:5.1f}" for k in keys if k in row)
             print(
                 f"epoch {row['epoch']:>3}/{config.epochs}  loss {row['loss']:9.3f}  "
                 f"tau {row['tau']:.3f}{scores}  usage {row['usage_entropy']:.2f}  "
@@ -413,14 +486,14 @@ def train_and_report(
     with stop_on_signals(trainer):
         x = data.x_train if isinstance(data.x_train, ScaledRows) else torch.as_tensor(data.x_train)
         if main:
-            history = trainer.fit(x, monitor, on_epoch, progress)
+            history = trainer.fit(x, monitor, on_epoch, progress, data.train_labels)
         else:  # the other ranks train silently and leave the rest to rank 0
-            trainer.fit(x, progress=False)
+            trainer.fit(x, progress=False, labels=data.train_labels)
             return None
     train_seconds = sum(row["seconds"] for row in history)
     save_model(model, out / "model", data.scaling)
 
-    scores, clusters = evaluate(model, data.x_test, data.y_test, seed=config.seed)
+    scores, clusters = evaluate(model, data.x_test, data.y_test, config.seed, classes)
     table = None if data.y_test is None else contingency(clusters, data.y_test, k)
     match = {} if table is None else hungarian_match(table)
     results = {
@@ -430,8 +503,13 @@ def train_and_report(
         "epochs": len(history),
         "skipped_steps": trainer.skipped_steps,
         "cluster_to_label": {str(c): label for c, label in sorted(match.items())},
+        "contingency": None if table is None else table.tolist(),  # [cluster][label] counts
         "device": str(trainer.device),
     }
+    if classes:
+        results["labelled"] = int((data.train_labels >= 0).sum())
+        if data.label_names is not None:
+            results["classes"] = data.label_names  # class k's original label
     write_figures(model, data, history, clusters, table, match, out, config.seed)
     write_json(out / "results.json", results)
     write_report(out, model, data)

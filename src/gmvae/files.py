@@ -28,9 +28,15 @@ class RawData:
     is_image: bool = False
 
 
-def read_data(path: Path, label_column: str | None = None, need_label: bool = True) -> RawData:
+def read_data(
+    path: Path,
+    label_column: str | None = None,
+    need_label: bool = True,
+    empty_labels: bool = False,
+) -> RawData:
     """Read any supported file or image folder. With need_label=False a table without the
-    label column is read whole (new data at predict time)."""
+    label column is read whole (new data at predict time). With empty_labels, empty cells of
+    the label column are unlabelled rows (label -1, semi-supervised) instead of an error."""
     if path.is_dir():
         return read_image_folder(path)
     if not path.is_file():
@@ -43,9 +49,10 @@ def read_data(path: Path, label_column: str | None = None, need_label: bool = Tr
     if suffix == ".npz":
         return read_npz(path)
     if suffix in (".csv", ".tsv"):
-        return read_delimited(path, label_column, "\t" if suffix == ".tsv" else ",", need_label)
+        delimiter = "\t" if suffix == ".tsv" else ","
+        return read_delimited(path, label_column, delimiter, need_label, empty_labels)
     if suffix == ".parquet":
-        return read_parquet(path, label_column, need_label)
+        return read_parquet(path, label_column, need_label, empty_labels)
     from gmvae.data import read_idx  # IDX, plain or gzipped, whatever the name
 
     return _from_array(read_idx(path))
@@ -84,12 +91,18 @@ def read_npz(path: Path) -> RawData:
     return raw
 
 
-def encode_labels(values: np.ndarray, source: Path) -> tuple[np.ndarray, list[str]]:
-    """Labels of any kind -> int64 indices into their sorted distinct values."""
-    if any(v in ("", "nan", "None") for v in values):
+def encode_labels(
+    values: np.ndarray, source: Path, empty_labels: bool = False
+) -> tuple[np.ndarray, list[str]]:
+    """Labels of any kind -> int64 indices into their sorted distinct values; with
+    empty_labels, empty cells become -1 (unlabelled), otherwise they are an error."""
+    empty = np.isin(values, ["", "nan", "None"])
+    if empty.any() and not empty_labels:
         raise GMVAEError(f"{source}: the label column has empty cells")
-    names, indices = np.unique(values, return_inverse=True)
-    return indices.astype(np.int64), [str(n) for n in names]
+    names, indices = np.unique(values[~empty], return_inverse=True)
+    encoded = np.full(len(values), -1, dtype=np.int64)
+    encoded[~empty] = indices
+    return encoded, [str(n) for n in names]
 
 
 def _table(
@@ -98,6 +111,7 @@ def _table(
     label_column: str | None,
     path: Path,
     need_label: bool,
+    empty_labels: bool,
 ) -> RawData:
     if label_column is not None and label_column not in columns and not need_label:
         label_column = None
@@ -121,12 +135,16 @@ def _table(
     raw.values = values
     if label_column is not None:
         labels = np.array([row[columns.index(label_column)] for row in cells])
-        raw.labels, raw.label_names = encode_labels(labels, path)
+        raw.labels, raw.label_names = encode_labels(labels, path, empty_labels)
     return raw
 
 
 def read_delimited(
-    path: Path, label_column: str | None, delimiter: str, need_label: bool = True
+    path: Path,
+    label_column: str | None,
+    delimiter: str,
+    need_label: bool = True,
+    empty_labels: bool = False,
 ) -> RawData:
     """A CSV/TSV table with a header row; every column but the label column numeric."""
     try:
@@ -138,10 +156,12 @@ def read_delimited(
         raise GMVAEError(f"{path} has no data rows (a header row and at least one row needed)")
     columns = [name.strip() for name in rows[0]]
     cells = [[c.strip() for c in row] for row in rows[1:]]
-    return _table(columns, cells, label_column, path, need_label)
+    return _table(columns, cells, label_column, path, need_label, empty_labels)
 
 
-def read_parquet(path: Path, label_column: str | None, need_label: bool = True) -> RawData:
+def read_parquet(
+    path: Path, label_column: str | None, need_label: bool = True, empty_labels: bool = False
+) -> RawData:
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -153,7 +173,7 @@ def read_parquet(path: Path, label_column: str | None, need_label: bool = True) 
     columns = table.column_names
     data = {name: table.column(name).to_pylist() for name in columns}
     cells = [[str(data[name][r]) for name in columns] for r in range(table.num_rows)]
-    return _table(columns, cells, label_column, path, need_label)
+    return _table(columns, cells, label_column, path, need_label, empty_labels)
 
 
 def read_image_folder(folder: Path) -> RawData:

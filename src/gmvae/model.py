@@ -238,6 +238,7 @@ class GMVAENet(nn.Module):
         neighbour: torch.Tensor | None = None,
         adversary: tuple[torch.Tensor, torch.Tensor] | None = None,
         elbo_to_clusters: bool = True,
+        labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The training objective's terms per example, each (N,), with y drawn by Gumbel-Softmax.
 
@@ -254,6 +255,9 @@ class GMVAENet(nn.Module):
         (virtual adversarial training, as in IMSAT), with q(y|x) held fixed as the target.
         elbo_to_clusters: False keeps rec, gauss and cat from training q(y|x), which then
         learns from the other terms alone; "logits" still carries its gradient.
+        labels: (N,) class per row, -1 where unknown (semi-supervised). A labelled row takes its
+        class as y instead of a sample (so cat = KL(one-hot || uniform) = log K, the ELBO of
+        p(x, y)) and adds "labelled" = -log q(y = label | x), 0 on unlabelled rows.
         """
         if noise is None:
             noise = draw_noise(len(x), self.config, x.device)
@@ -263,6 +267,12 @@ class GMVAENet(nn.Module):
         y = F.softmax((elbo_logits + gumbel) / temperature, dim=-1)
         if hard:  # straight-through: one-hot forward, the soft sample's gradient backward
             y = F.one_hot(y.argmax(-1), y.shape[-1]).to(y.dtype) - y.detach() + y
+        cat = categorical_kl_uniform(elbo_logits)
+        if labels is not None:
+            known = labels >= 0
+            one_hot = F.one_hot(labels.clamp_min(0), y.shape[-1]).to(y.dtype)
+            y = torch.where(known[:, None], one_hot, y)
+            cat = torch.where(known, math.log(y.shape[-1]), cat)
         mean, var = self.encode_z(x, y)
         z = mean + var.sqrt() * normal
         prior_mean, prior_var = self.prior(y)
@@ -270,9 +280,12 @@ class GMVAENet(nn.Module):
             "rec": reconstruction_nll(x, self.decode(z), self.config.likelihood),
             "gauss": gaussian_log_density(z, mean, var)
             - gaussian_log_density(z, prior_mean, prior_var),
-            "cat": categorical_kl_uniform(elbo_logits),
+            "cat": cat,
             "logits": logits,
         }
+        if labels is not None:
+            nll = F.cross_entropy(logits, labels.clamp_min(0), reduction="none")
+            terms["labelled"] = torch.where(known, nll, torch.zeros_like(nll))
         if moved is not None:
             target = F.log_softmax(logits.detach(), -1)
             moved_log_q = F.log_softmax(self.cluster_logits(moved), -1)

@@ -29,6 +29,7 @@ pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 .note { color: #666; font-size: 0.9em; }
 """
 RESULT_ROWS = [  # (key in results.json's "test", label, format)
+    ("accuracy", "classification accuracy (%, cluster k = class k)", "{:.2f}"),
     ("acc", "ACC (%)", "{:.2f}"),
     ("nmi", "NMI (%)", "{:.2f}"),
     ("ari", "ARI (%)", "{:.2f}"),

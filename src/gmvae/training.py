@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from gmvae import augment
 from gmvae.checkpoint import load_training_state, save_training_state
-from gmvae.distributed import World, all_sum
+from gmvae.distributed import World, all_sum, share_buffers
 from gmvae.errors import GMVAEError
 from gmvae.losses import weighted_loss
 from gmvae.model import GMVAENet, draw_noise
@@ -107,6 +107,20 @@ class TrainConfig:
             f"its {ADVERSARIAL_NEIGHBOUR}th nearest neighbour"
         },
     )
+    w_labelled: float = field(
+        default=1.0,
+        metadata={
+            "help": "semi-supervised: weight of -log q(y = label | x), averaged over the "
+            "labelled examples of each batch"
+        },
+    )
+    labelled_batch_size: int = field(
+        default=64,
+        metadata={
+            "help": "semi-supervised: labelled examples added to every batch (drawn with "
+            "replacement), so that a few labels among many examples count at every step"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seeds initialisation, batches and sampling"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     checkpoint_every: int = field(
@@ -131,8 +145,8 @@ class TrainConfig:
             "w_neighbours": self.w_neighbours,
             "w_adversarial": self.w_adversarial,
         }
-        if min(clustering.values()) < 0:
-            raise GMVAEError(f"{', '.join(clustering)} must be at least 0")
+        if min(clustering.values()) < 0 or self.w_labelled < 0:
+            raise GMVAEError(f"{', '.join(clustering)} and w_labelled must be at least 0")
         if not self.elbo_to_clusters and not any(clustering.values()):
             raise GMVAEError(
                 "with elbo_to_clusters off, q(y|x) needs a clustering term to learn from: "
@@ -144,8 +158,8 @@ class TrainConfig:
             raise GMVAEError("neighbour_warmup must be at least 0")
         if self.n_neighbours < 1:
             raise GMVAEError("n_neighbours must be at least 1")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise GMVAEError("epochs and batch_size must be at least 1")
+        if self.epochs < 1 or self.batch_size < 1 or self.labelled_batch_size < 1:
+            raise GMVAEError("epochs, batch_size and labelled_batch_size must be at least 1")
         if self.checkpoint_every < 0 or self.max_skipped_steps < 0:
             raise GMVAEError("checkpoint_every and max_skipped_steps must be at least 0")
         if self.on_nonfinite not in NONFINITE_POLICIES:
@@ -221,6 +235,8 @@ class Trainer:
         self.neighbours: torch.Tensor | None = None  # (N, n_neighbours) row indices
         self.adversarial_length: torch.Tensor | None = None  # (N,) length of r per example
         self.probe_length = 0.0  # of the random step that starts the search for r
+        self.labels: torch.Tensor | None = None  # (N,) class per example, -1 unknown
+        self.labelled_rows: torch.Tensor | None = None  # (L,) rows whose class is known
 
     def state_dict(self, partial_epoch: dict | None = None) -> dict:
         rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
@@ -264,13 +280,20 @@ class Trainer:
         monitor: Callable[[], dict] | None = None,
         on_epoch: Callable[[dict], None] | None = None,
         progress: bool | None = None,
+        labels: np.ndarray | None = None,
     ) -> list[dict]:
         """Train for the remaining epochs on x (N, D): a tensor, moved to the device whole, or
         ScaledRows over a memory-mapped file, read a batch at a time. `monitor()` adds
         evaluation numbers to each epoch's record; `on_epoch(record)` sees the finished record.
-        `progress`: a bar per epoch (default: when stderr is a terminal)."""
+        `progress`: a bar per epoch (default: when stderr is a terminal).
+        `labels` (N,): semi-supervised training, a class per example and -1 where unknown
+        (checked by labels.check_labels); every batch then also holds `labelled_batch_size`
+        labelled examples. Give the same labels again when resuming."""
         if isinstance(x, torch.Tensor):
             x = x.to(self.device, torch.float32)
+        if labels is not None:
+            self.labels = torch.as_tensor(labels, dtype=torch.int64, device=self.device)
+            self.labelled_rows = (self.labels >= 0).nonzero().squeeze(1)
         if progress is None:
             progress = sys.stderr.isatty()
         self.find_neighbours(x)
@@ -286,6 +309,7 @@ class Trainer:
                 on_epoch(record)
             if every and ((epoch + 1) % every == 0 or epoch + 1 == self.config.epochs):
                 self.save_checkpoint()
+        share_buffers(self.model, self.world)
         return self.history
 
     def find_neighbours(self, x: torch.Tensor | ScaledRows) -> None:
@@ -294,15 +318,17 @@ class Trainer:
         cfg = self.config
         if self.neighbours is not None or self.adversarial_length is not None:
             return
+        # Fewer examples than IMSAT's neighbour: the farthest there is.
+        adversarial_neighbour = min(ADVERSARIAL_NEIGHBOUR, max(len(x) - 1, 1))
         wanted = [cfg.n_neighbours] if cfg.w_neighbours > 0 else []
-        wanted += [ADVERSARIAL_NEIGHBOUR] if cfg.w_adversarial > 0 else []
+        wanted += [adversarial_neighbour] if cfg.w_adversarial > 0 else []
         if not wanted:
             return
         found = nearest_neighbours(x, max(wanted), cfg.seed, self.device)
         if cfg.w_neighbours > 0:
             self.neighbours = found[:, : cfg.n_neighbours]
         if cfg.w_adversarial > 0:
-            far = found[:, ADVERSARIAL_NEIGHBOUR - 1].cpu()
+            far = found[:, adversarial_neighbour - 1].cpu()
             distances = [
                 (read_rows(x, rows) - read_rows(x, far[rows])).norm(dim=1)
                 for rows in torch.arange(len(x)).split(4096)
@@ -349,6 +375,11 @@ class Trainer:
                 # A last batch too small to give each rank two rows (batch normalisation needs
                 # two): every rank skips it.
                 continue
+            if self.labelled_rows is not None:
+                pick = torch.randint(
+                    len(self.labelled_rows), (cfg.labelled_batch_size,), device=self.device
+                )
+                rows = torch.cat([rows, self.labelled_rows[pick]])
             # Noise for the whole global batch, the same on every rank; each takes its slice.
             gumbel, normal = draw_noise(len(rows), self.model.config, self.device)
             mine = self.world.shard(torch.arange(len(rows), device=self.device))
@@ -373,6 +404,7 @@ class Trainer:
                 neighbour=neighbour,
                 adversary=adversary,
                 elbo_to_clusters=cfg.elbo_to_clusters,
+                labels=None if self.labels is None else self.labels[rows[mine]],
             )
             # Each rank's mean weighted by its share: DDP's average is the global batch's mean.
             share = len(mine) * self.world.size / len(rows)
@@ -389,6 +421,10 @@ class Trainer:
                 log_q = terms["logits"].log_softmax(-1)
                 entropy = -(log_q.exp() * log_q).sum(-1)
                 loss = loss + cfg.w_confidence * entropy.mean() * share
+            if self.labels is not None and cfg.w_labelled > 0:
+                # The mean over the global batch's labelled rows (at least labelled_batch_size).
+                known = (self.labels[rows] >= 0).sum()
+                loss = loss + cfg.w_labelled * terms["labelled"].sum() * self.world.size / known
             if cfg.w_balance > 0:  # over this rank's part of the batch
                 loss = loss + cfg.w_balance * usage_shortfall(terms["logits"])
             self.optimizer.zero_grad(set_to_none=True)
