@@ -36,7 +36,7 @@ from benchmarks.clustering import machine, run_seed, write_csv
 from gmvae.cli import build_parser, parse_int_range
 from gmvae.experiment import DataConfig, load_data
 from gmvae.labels import read_labelled
-from gmvae.metrics import clustering_scores
+from gmvae.metrics import clustering_scores, contingency
 
 COLUMNS = ("accuracy", "acc", "nmi", "ari", "unseen_acc", "seconds")
 
@@ -52,8 +52,7 @@ def unseen_accuracy(table: np.ndarray, seen: list[int]) -> float:
 
 
 def scores(y_test: np.ndarray, predicted: np.ndarray, k: int, seen: list[int]) -> dict:
-    table = np.zeros((k, k), dtype=np.int64)
-    np.add.at(table, (predicted, y_test), 1)
+    table = contingency(predicted, y_test, k)
     row = {"accuracy": 100 * float((predicted == y_test).mean())}
     row.update(clustering_scores(y_test, predicted, k))
     if len(seen) < k:
