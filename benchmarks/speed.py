@@ -20,6 +20,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -88,26 +89,25 @@ def matmul_floor(batch: int, n: int = 60_000) -> float:
     return time.perf_counter() - start
 
 
-def bare_loop(x_train: torch.Tensor, batch: int) -> float:
-    """Seconds for one epoch of the bare loop: the model's forward, loss, backward and Adam step
-    on contiguous slices of the data, nothing else (no shuffling, no bookkeeping, no checks),
-    with the fastest Adam (fused). The floor the speed issue names (about 14.7 s at batch 64
-    and 6.3 s at 256 there)."""
+def bare_loop(x_train: torch.Tensor, batch: int) -> Callable[[], dict]:
+    """The bare loop: the model's forward, loss, backward and Adam step on contiguous slices of
+    the data, nothing else (no shuffling, no bookkeeping, no checks), with the fastest Adam
+    (fused). The floor the speed issue names (about 14.7 s at batch 64 and 6.3 s at 256 there).
+    Returns a function that runs one epoch and returns its seconds."""
     model = preset_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
 
-    def epoch() -> None:
-        for start in range(0, len(x_train), batch):
-            terms = model(x_train[start : start + batch], temperature=1.0)
+    def epoch() -> dict:
+        start = time.perf_counter()
+        for first in range(0, len(x_train), batch):
+            terms = model(x_train[first : first + batch], temperature=1.0)
             loss = weighted_loss(terms, 1.0, 1.0, 1.0)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        return {"train_seconds": time.perf_counter() - start}
 
-    epoch()  # warm-up
-    start = time.perf_counter()
-    epoch()
-    return time.perf_counter() - start
+    return epoch
 
 
 # --- the reference project's loop, re-implemented -----------------------------------------------
@@ -126,11 +126,11 @@ class ImageDataset(TorchDataset):
         return self.images[i].float().div(255).view(1, 28, 28), self.labels[i]
 
 
-def reference_loop(x_train, x_test, y_test, epochs: int) -> list[dict]:
+def reference_loop(x_train, x_test, y_test) -> Callable[[], dict]:
     """The reference's training structure: a DataLoader (batch 64, shuffled) over a per-sample
     Dataset, a .item() per loss term per step, predictions collected per step, and a test pass
     through a DataLoader every epoch; PyTorch's default Adam, as the reference uses. Same model
-    and loss as ours."""
+    and loss as ours. Returns a function that runs the next epoch."""
     model = preset_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     as_bytes = (x_train * 255).round().to(torch.uint8)
@@ -142,14 +142,16 @@ def reference_loop(x_train, x_test, y_test, epochs: int) -> list[dict]:
     )
     test_loader = DataLoader(ImageDataset(test_bytes, torch.as_tensor(y_test)), batch_size=64)
     config = ExperimentConfig.from_preset("reference").train
-    rows = []
-    for epoch in range(epochs):
+    epochs_done = 0
+
+    def epoch() -> dict:
+        nonlocal epochs_done
         start = time.perf_counter()
         model.train()
         totals = {"rec": 0.0, "gauss": 0.0, "cat": 0.0}
         for images, _ in train_loader:
             x = images.view(len(images), -1)
-            terms = model(x, temperature=gumbel_temperature(config, epoch))
+            terms = model(x, temperature=gumbel_temperature(config, epochs_done))
             loss = weighted_loss(terms, 1.0, 1.0, 1.0)
             optimizer.zero_grad()
             loss.backward()
@@ -164,52 +166,70 @@ def reference_loop(x_train, x_test, y_test, epochs: int) -> list[dict]:
             for images, _ in test_loader:
                 predicted.append(model.cluster_logits(images.view(len(images), -1)).argmax(-1))
         acc = clustering_scores(y_test, torch.cat(predicted).numpy(), 10)["acc"]
-        rows.append({
-            "epoch": epoch + 1, "train_seconds": train_seconds,
-            "seconds": time.perf_counter() - start, "test_acc": acc,
-        })  # fmt: skip
-    return rows
+        epochs_done += 1
+        return {"train_seconds": train_seconds, "seconds": time.perf_counter() - start,
+                "test_acc": acc}  # fmt: skip
+
+    return epoch
 
 
-def our_loop(
-    x_train, x_test, y_test, preset: str, epochs: int, stop_at_acc: float | None = None, **train
-) -> list[dict]:
-    """Our Trainer with a preset's settings (and `train` overrides), a test pass after each
-    epoch; stops early once test ACC reaches `stop_at_acc`. Labels only score."""
-    config = ExperimentConfig.from_preset(preset, {"train": {"epochs": epochs, **train}})
+def our_loop(x_train, x_test, y_test, preset: str, **train) -> Callable[[], dict]:
+    """Our Trainer with a preset's settings (and `train` overrides) and a test pass after each
+    epoch. Returns a function that runs the next epoch (the first also finds the neighbours).
+    Labels only score."""
+    config = ExperimentConfig.from_preset(preset, {"train": train})
     model = preset_model(preset, config.train.seed)
-    trainer = Trainer(model, replace(config.train, checkpoint_every=0), CPU)
-    rows = []
-    for epoch in range(epochs):
-        trainer.config.epochs = epoch + 1
+    trainer = Trainer(model, replace(config.train, epochs=1, checkpoint_every=0), CPU)
+
+    def epoch() -> dict:
+        trainer.config.epochs = len(trainer.history) + 1
         start = time.perf_counter()
-        trainer.fit(x_train, progress=False)  # the first call also finds the neighbours
+        trainer.fit(x_train, progress=False)
         train_seconds = time.perf_counter() - start
         clusters = inference.cluster_probabilities(model, x_test).argmax(1)
         acc = clustering_scores(y_test, clusters, 10)["acc"]
-        rows.append({
-            "epoch": epoch + 1, "train_seconds": train_seconds,
-            "seconds": time.perf_counter() - start, "test_acc": acc,
-        })  # fmt: skip
-        if stop_at_acc is not None and acc >= stop_at_acc:
-            break
-    return rows
+        return {"train_seconds": train_seconds, "seconds": time.perf_counter() - start,
+                "test_acc": acc}  # fmt: skip
+
+    return epoch
 
 
-def loops(x_train, x_test, y_test, epochs: int) -> dict:
-    """Seconds per epoch (the last of `epochs`, so start-up is not counted) of each loop."""
-    out = {"reference_loop_b64": reference_loop(x_train, x_test, y_test, epochs)}
-    out["ours_reference_b64"] = our_loop(x_train, x_test, y_test, "reference", epochs)
-    out["ours_reference_b256"] = our_loop(
-        x_train, x_test, y_test, "reference", epochs, batch_size=256
-    )
-    return out
+def loops(x_train, x_test, y_test, rounds: int) -> dict[str, list[dict]]:
+    """Each loop's epochs, one warm-up epoch then `rounds` timed ones. The loops take turns,
+    one epoch each per round, so that the machine's drift (10-15% on this VM) touches them
+    alike: compare them round by round."""
+    epochs = {
+        "bare_b64": bare_loop(x_train, 64),
+        "reference_loop_b64": reference_loop(x_train, x_test, y_test),
+        "ours_reference_b64": our_loop(x_train, x_test, y_test, "reference"),
+        "bare_b256": bare_loop(x_train, 256),
+        "ours_reference_b256": our_loop(x_train, x_test, y_test, "reference", batch_size=256),
+    }
+    for epoch in epochs.values():
+        epoch()
+    timed: dict[str, list[dict]] = {name: [] for name in epochs}
+    for r in range(rounds):
+        for name, epoch in epochs.items():
+            timed[name].append(epoch())
+        print(f"  round {r + 1}: " + ", ".join(
+            f"{name} {rows[-1]['train_seconds']:.1f}s" for name, rows in timed.items()
+        ), flush=True)  # fmt: skip
+    return timed
+
+
+def median_ratio(loops: dict[str, list[dict]], name: str, floor: str) -> float:
+    """The median over rounds of `name`'s training seconds over `floor`'s in the same round."""
+    pairs = zip(loops[name], loops[floor], strict=True)
+    return float(np.median([a["train_seconds"] / b["train_seconds"] for a, b in pairs]))
 
 
 def time_to_accuracy(x_train, x_test, y_test, seed: int, max_epochs: int) -> dict:
     """Training seconds (the neighbour search included, test passes not) until the default
     preset's test ACC first reaches the reference's published one."""
-    rows = our_loop(x_train, x_test, y_test, "default", max_epochs, PUBLISHED_ACC, seed=seed)
+    epoch = our_loop(x_train, x_test, y_test, "default", seed=seed)
+    rows = [epoch()]
+    while rows[-1]["test_acc"] < PUBLISHED_ACC and len(rows) < max_epochs:
+        rows.append(epoch())
     return {
         "seed": seed, "reached": rows[-1]["test_acc"] >= PUBLISHED_ACC,
         "seconds": sum(r["train_seconds"] for r in rows), "epochs": len(rows), "history": rows,
@@ -279,21 +299,23 @@ def markdown(results: dict) -> str:
     lines = []
     if "floor" in results:
         f = results["floor"]
-        lines.append(f"Floor per epoch, the bare loop: batch 64 {f['b64']:.1f} s, batch 256 "
-                     f"{f['b256']:.1f} s; its matrix products alone: {f['matmul_b64']:.1f} s "
-                     f"and {f['matmul_b256']:.1f} s")  # fmt: skip
+        lines.append(f"The model's matrix products alone, per epoch: batch 64 "
+                     f"{f['matmul_b64']:.1f} s, batch 256 {f['matmul_b256']:.1f} s")  # fmt: skip
     if "loops" in results:
-        lines += ["", "| loop | batch | train s/epoch | with test pass | vs bare-loop floor |",
+        timed = results["loops"]
+        rounds = len(timed["bare_b64"])
+        lines += ["", f"Median over {rounds} rounds (the loops take turns, one epoch each per "
+                  "round); the ratio is the median of the rounds' ratios to the bare loop.", "",
+                  "| loop | batch | train s/epoch | with test pass | vs bare loop (floor) |",
                   "|---|---|---|---|---|"]  # fmt: skip
-        for name, rows in results["loops"].items():
-            last = rows[-1]
+        for name, rows in timed.items():
             batch = 256 if name.endswith("256") else 64
-            floor = results.get("floor", {}).get(f"b{batch}")
-            ratio = f"{last['train_seconds'] / floor:.2f}x" if floor else "-"
-            lines.append(f"| {name} | {batch} | {last['train_seconds']:.1f} | "
-                         f"{last['seconds']:.1f} | {ratio} |")  # fmt: skip
-        ref = results["loops"]["reference_loop_b64"][-1]["seconds"]
-        ours = results["loops"]["ours_reference_b64"][-1]["seconds"]
+            train = np.median([r["train_seconds"] for r in rows])
+            with_test = np.median([r.get("seconds", r["train_seconds"]) for r in rows])
+            ratio = median_ratio(timed, name, f"bare_b{batch}")
+            lines.append(f"| {name} | {batch} | {train:.1f} | {with_test:.1f} | {ratio:.2f}x |")
+        ref = np.median([r["seconds"] for r in timed["reference_loop_b64"]])
+        ours = np.median([r["seconds"] for r in timed["ours_reference_b64"]])
         lines.append(f"\nReference loop / ours at batch 64 (with test pass): {ref / ours:.2f}x")
     if "time_to_acc" in results:
         lines += [
@@ -307,7 +329,8 @@ def markdown(results: dict) -> str:
             lines.append(f"| {t['seed']} | {'yes' if t['reached'] else 'no'} | {t['epochs']} | "
                          f"{t['seconds']:.0f} |")  # fmt: skip
         if "loops" in results:
-            ref = results["loops"]["reference_loop_b64"][-1]["seconds"] * REFERENCE_EPOCHS
+            per_epoch = np.median([r["seconds"] for r in results["loops"]["reference_loop_b64"]])
+            ref = per_epoch * REFERENCE_EPOCHS
             lines.append(f"\nThe reference loop's {REFERENCE_EPOCHS} epochs at its measured "
                          f"speed: {ref:.0f} s")  # fmt: skip
     if "predict" in results:
@@ -331,7 +354,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path)
     parser.add_argument("--parts", default=",".join(PARTS))
-    parser.add_argument("--epochs", type=int, default=2, help="epochs per loop (last is timed)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed epochs per loop")
     parser.add_argument("--max-epochs", type=int, default=15, help="time-to-acc limit")
     parser.add_argument("--seeds", default="0-4", help="time-to-acc seeds")
     parser.add_argument("--rss-child", choices=("train", "predict"), help=argparse.SUPPRESS)
@@ -348,14 +371,10 @@ def main() -> None:
     x_train, x_test, y_test = mnist()
     results: dict = {}
     if "floor" in parts:
-        results["floor"] = {
-            "matmul_b64": matmul_floor(64), "matmul_b256": matmul_floor(256),
-            "b64": bare_loop(x_train, 64), "b256": bare_loop(x_train, 256),
-        }  # fmt: skip
+        results["floor"] = {"matmul_b64": matmul_floor(64), "matmul_b256": matmul_floor(256)}
         print(f"floor: {results['floor']}", flush=True)
     if "loops" in parts:
-        results["loops"] = loops(x_train, x_test, y_test, args.epochs)
-        print(json.dumps(results["loops"]), flush=True)
+        results["loops"] = loops(x_train, x_test, y_test, args.rounds)
     if "time-to-acc" in parts:
         results["time_to_acc"] = []
         for seed in parse_int_range(args.seeds, "--seeds"):
