@@ -16,7 +16,6 @@ import json
 import math
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -261,16 +260,26 @@ def peak_rss(what: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def peak_mib() -> float:
+    """This process's peak resident memory in MiB: Linux's VmHWM, which starts afresh at exec.
+    (getrusage's ru_maxrss does not: a child started from a large parent reports the
+    parent's size.)"""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status: peak memory is measured on Linux only")
+
+
 def rss_child(what: str) -> None:
     x_train, x_test, _ = mnist()
-    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    loaded = peak_mib()
     model = preset_model("default")
     if what == "train":
         config = ExperimentConfig.from_preset("default").train
         Trainer(model, replace(config, epochs=1, checkpoint_every=0), CPU).fit(x_train)
     else:
         inference.cluster_probabilities(model, x_test)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_mib()
     print(json.dumps({"peak_mib": peak, "after_loading_data_mib": loaded}))
 
 
