@@ -17,6 +17,7 @@ from gmvae.training import (
     Trainer,
     TrainingInterrupted,
     gumbel_temperature,
+    permute_clusters,
 )
 
 
@@ -274,4 +275,38 @@ def test_three_labels_per_class_make_cluster_k_class_k_on_digits(digits):
     predicted = inference.cluster_probabilities(trainer.model, x).argmax(1)
     unlabelled = labels < 0
     # Without matching clusters to classes: 30 labels among 1,797 digits set every class.
-    assert (predicted[unlabelled] == y[unlabelled]).mean() > 0.85
+    accuracy = (predicted[unlabelled] == y[unlabelled]).mean()
+    assert accuracy > 0.85
+    # Scrambled names (cluster k now holds class k + 1) come back from the labelled examples'
+    # neighbours alone.
+    permute_clusters(trainer.model, trainer.optimizer, torch.arange(10).roll(-1))
+    scrambled = inference.cluster_probabilities(trainer.model, x).argmax(1)
+    assert (scrambled == (predicted - 1) % 10).all()
+    assert trainer.name_clusters(torch.as_tensor(x)) == 10
+    renamed = inference.cluster_probabilities(trainer.model, x).argmax(1)
+    assert (renamed == predicted).all()
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "conv"])
+def test_permuting_clusters_renames_them_and_changes_nothing_else(architecture):
+    torch.manual_seed(0)
+    config = ModelConfig(x_dim=64, image_shape=(8, 8), z_dim=4, hidden_dim=16, n_clusters=5,
+                         likelihood="bernoulli", architecture=architecture,
+                         y_batch_norm=architecture == "mlp")  # fmt: skip
+    model = GMVAENet(config)
+    optimizer = torch.optim.Adam(model.parameters())
+    x = torch.rand(6, 64)
+    model(x, temperature=1.0)["rec"].sum().backward()
+    optimizer.step()  # so that Adam has moments to permute
+    model.eval()
+    gumbel, normal = torch.randn(6, 5), torch.randn(6, 4)
+    before = model(x, temperature=0.7, noise=(gumbel, normal))
+    state = optimizer.state[model.y_encoder[-1].weight]
+    moment = state["exp_avg"].clone()
+    order = torch.tensor([3, 0, 4, 1, 2])
+    permute_clusters(model, optimizer, order)
+    after = model(x, temperature=0.7, noise=(gumbel[:, order], normal))
+    torch.testing.assert_close(after["logits"], before["logits"][:, order])
+    for term in ("rec", "gauss", "cat"):
+        torch.testing.assert_close(after[term], before[term])
+    torch.testing.assert_close(state["exp_avg"], moment[order])

@@ -1,5 +1,7 @@
 """Training labels for semi-supervised runs: int64 (N,), a class index per labelled example and
--1 for unlabelled ones (scikit-learn's convention). Cluster k is then class k.
+-1 for unlabelled ones (scikit-learn's convention). Cluster k is then class k: the trainer
+names the clusters after each epoch by where the labelled examples' neighbours are
+(`cluster_order`), and the labelled examples' cross-entropy trains q(y|x) on those names.
 
 Clustering runs use no labels at all; these are the only labels training ever sees.
 """
@@ -11,12 +13,16 @@ import io
 from pathlib import Path
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from gmvae.checkpoint import atomic_write
 from gmvae.errors import GMVAEError
 
 UNLABELLED = -1
 LABELLED_FILE = "labelled.csv"  # in the run folder: the labelled training rows and their class
+# Clusters are renamed only when that raises the labelled examples' mean support by this much,
+# so that names do not flip on noise (q(y|x) is near uniform early in training).
+RENAME_MARGIN = 0.02
 
 
 def check_labels(labels: object, n_rows: int, n_clusters: int) -> np.ndarray:
@@ -75,3 +81,24 @@ def read_labelled(path: Path, n_rows: int) -> np.ndarray:
     except (OSError, KeyError, ValueError, IndexError) as err:
         raise GMVAEError(f"cannot read {path}: {err}") from None
     return labels
+
+
+def cluster_order(support: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """The renaming that puts each labelled class in the cluster its examples' neighbours are in.
+
+    support (L, K): for each labelled example, q(y|x) averaged over its nearest neighbours;
+    classes (L,): their classes. Returns order (K,): new cluster i is old cluster order[i].
+    Each class present takes one cluster, matched (Hungarian) to maximise the summed support;
+    the clusters no class takes fill the remaining places in their old order. The current
+    names are kept (order = 0..K-1) unless the renaming raises the mean support by more than
+    RENAME_MARGIN.
+    """
+    n_clusters = support.shape[1]
+    present = np.unique(classes)
+    score = np.stack([support[classes == c].sum(0) for c in present])  # (C, K)
+    rows, cols = linear_sum_assignment(score, maximize=True)
+    order = np.full(n_clusters, -1)
+    order[present[rows]] = cols
+    order[order < 0] = np.setdiff1d(np.arange(n_clusters), cols)  # both ascending
+    gain = score[rows, cols].sum() - score[np.arange(len(present)), present].sum()
+    return order if gain / len(classes) > RENAME_MARGIN else np.arange(n_clusters)

@@ -220,6 +220,21 @@ class GMVAENet(nn.Module):
         """p(z|y): y (N, K) -> mean, variance (N, Z)."""
         return self.prior_mean(y), F.softplus(self.prior_var(y)) + MIN_VARIANCE
 
+    def cluster_axes(self) -> list[tuple[nn.Parameter, int, int]]:
+        """Where the parameters are indexed by cluster: (parameter, dim, offset), the K clusters
+        at [offset, offset + K) along dim. Permuting all of them renames the clusters and
+        changes nothing else (the prior over y is uniform, so every term is symmetric in y)."""
+        logits = self.y_encoder[-1]  # the last Linear of q(y|x), in both architectures
+        z_input = self.z_encoder[0][0]  # q(z|x,y)'s first Linear: y is its last K inputs
+        k = self.config.n_clusters
+        return [
+            (logits.weight, 0, 0),
+            (logits.bias, 0, 0),
+            (z_input.weight, 1, z_input.in_features - k),
+            (self.prior_mean.weight, 1, 0),
+            (self.prior_var.weight, 1, 0),
+        ]
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """p(x|z): (N, Z) -> (N, D) logits (bernoulli) or means (gaussian)."""
         return self.decoder(z)

@@ -20,6 +20,7 @@ from gmvae import augment
 from gmvae.checkpoint import load_training_state, save_training_state
 from gmvae.distributed import World, all_sum, share_buffers
 from gmvae.errors import GMVAEError
+from gmvae.labels import cluster_order
 from gmvae.losses import weighted_loss
 from gmvae.model import GMVAENet, draw_noise
 from gmvae.neighbours import nearest_neighbours, read_rows
@@ -35,6 +36,10 @@ ADVERSARIAL_NEIGHBOUR = 10
 # mean adversarial length: IMSAT's 10 pixel units on MNIST, where that mean is 1.28, made
 # scale-free. In an unbenchmarked trial a probe as short as the step learned clusters slower.
 ADVERSARIAL_PROBE = 8.0
+# Semi-supervised: each labelled example names its class's cluster through this many of its
+# nearest neighbours (on MNIST nearly all of them show the same digit).
+NAMING_NEIGHBOURS = 10
+NAMING_CHUNK = 4096  # rows per forward pass when naming
 
 
 @dataclass
@@ -180,6 +185,18 @@ def usage_shortfall(logits: torch.Tensor) -> torch.Tensor:
     return math.log(logits.shape[-1]) + (usage * usage.clamp_min(1e-12).log()).sum()
 
 
+@torch.no_grad()
+def permute_clusters(model: GMVAENet, optimizer: torch.optim.Adam, order: torch.Tensor) -> None:
+    """Renames the clusters: new cluster i is old cluster order[i] (K,), in the parameters and
+    in Adam's moments, so training goes on as if the clusters had always had these names."""
+    for param, dim, offset in model.cluster_axes():
+        state = optimizer.state.get(param, {})
+        for values in (param, state.get("exp_avg"), state.get("exp_avg_sq")):
+            if values is not None:
+                block = values.narrow(dim, offset, len(order))
+                block.copy_(block.index_select(dim, order))
+
+
 class NonFiniteError(GMVAEError):
     """A loss term or gradient became NaN or infinite."""
 
@@ -237,6 +254,7 @@ class Trainer:
         self.probe_length = 0.0  # of the random step that starts the search for r
         self.labels: torch.Tensor | None = None  # (N,) class per example, -1 unknown
         self.labelled_rows: torch.Tensor | None = None  # (L,) rows whose class is known
+        self.labelled_neighbours: torch.Tensor | None = None  # (L, n) their nearest neighbours
 
     def state_dict(self, partial_epoch: dict | None = None) -> dict:
         rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
@@ -316,17 +334,22 @@ class Trainer:
         """The neighbour table and adversarial lengths the configured terms need, once.
         Seeded and deterministic: a resumed run finds the same ones."""
         cfg = self.config
-        if self.neighbours is not None or self.adversarial_length is not None:
+        found_before = (self.neighbours, self.adversarial_length, self.labelled_neighbours)
+        if any(t is not None for t in found_before):
             return
         # Fewer examples than IMSAT's neighbour: the farthest there is.
         adversarial_neighbour = min(ADVERSARIAL_NEIGHBOUR, max(len(x) - 1, 1))
+        naming_neighbours = min(NAMING_NEIGHBOURS, max(len(x) - 1, 1))
         wanted = [cfg.n_neighbours] if cfg.w_neighbours > 0 else []
         wanted += [adversarial_neighbour] if cfg.w_adversarial > 0 else []
+        wanted += [naming_neighbours] if self.labelled_rows is not None else []
         if not wanted:
             return
         found = nearest_neighbours(x, max(wanted), cfg.seed, self.device)
         if cfg.w_neighbours > 0:
             self.neighbours = found[:, : cfg.n_neighbours]
+        if self.labelled_rows is not None:
+            self.labelled_neighbours = found[self.labelled_rows, :naming_neighbours]
         if cfg.w_adversarial > 0:
             far = found[:, adversarial_neighbour - 1].cpu()
             distances = [
@@ -450,6 +473,9 @@ class Trainer:
                 raise TrainingInterrupted(
                     self.stop_requested or "a peer", epoch + 1, step + 1, steps
                 )
+        named = {}
+        if self.labelled_neighbours is not None:
+            named["renamed_clusters"] = self.name_clusters(x)
         totals = all_sum(
             torch.cat([sums, torch.tensor([float(counted)], device=self.device)]), self.world
         )
@@ -461,8 +487,33 @@ class Trainer:
             "tau": tau,
             "lr": self.optimizer.param_groups[0]["lr"],
             "skipped_steps": self.skipped_steps,
+            **named,
             "seconds": time.perf_counter() - started,
         }
+
+    def name_clusters(self, x: torch.Tensor | ScaledRows) -> int:
+        """Renames the clusters so that cluster k is where class k's labelled examples'
+        neighbours are (labels.cluster_order), in the parameters and in Adam's moments alike;
+        returns how many clusters changed name. The cross-entropy alone can fit a lone labelled
+        example into cluster k while its class gathers in another cluster (seen with one label
+        per class: right clusters, wrong names); its neighbours carry no label to fit, so they
+        show where the class is."""
+        share_buffers(self.model, self.world)  # batch norm's statistics: the same on every rank
+        self.model.eval()
+        rows = self.labelled_neighbours
+        with torch.no_grad():
+            probabilities = torch.cat([
+                self.model.cluster_logits(self._batch(x, chunk)).softmax(-1)
+                for chunk in rows.flatten().split(NAMING_CHUNK)
+            ])  # fmt: skip
+        self.model.train()
+        support = probabilities.view(*rows.shape, -1).mean(1)  # (L, K)
+        classes = self.labels[self.labelled_rows]
+        order = cluster_order(support.cpu().numpy(), classes.cpu().numpy())
+        moved = int((order != np.arange(len(order))).sum())
+        if moved:
+            permute_clusters(self.model, self.optimizer, torch.as_tensor(order, device=self.device))
+        return moved
 
     def _agree(self, loss: torch.Tensor) -> tuple[bool, bool]:
         """(every rank's loss and gradients are finite, some rank was asked to stop): one host
