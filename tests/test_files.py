@@ -231,3 +231,20 @@ def test_a_label_column_with_empty_cells_trains_semi_supervised_on_the_filled_on
     expect_error([*t, str(tmp_path / "none.csv"), *semi[2:]], capsys, "every label is -1")
     expect_error([*t, str(partial), "--label-column", "nope", "--semi-supervised"], capsys, "nope")
     assert not (tmp_path / "never").exists()
+
+
+def test_an_npz_label_array_with_minus_one_trains_semi_supervised_on_the_rest(tmp_path, capsys):
+    from sklearn.datasets import load_wine
+
+    x, y = load_wine(return_X_y=True)
+    partial = np.where(np.arange(len(y)) % 10 == 0, y, -1)  # one row in ten keeps its label
+    np.savez(tmp_path / "wine.npz", x=x, y=partial)
+    out = tmp_path / "run"
+    train(["--data", str(tmp_path / "wine.npz"), "--semi-supervised", "--n-clusters", "3",
+           "--out", str(out)], capsys)  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert results["classes"] == ["0", "1", "2"] and results["labelled"] == 18
+    labelled = list(csv.DictReader((out / "labelled.csv").read_text().splitlines()))
+    assert [int(r["label"]) for r in labelled] == y[::10].tolist()
+    # Without --semi-supervised, labels only score, and -1 is a class like any other.
+    assert read_data(tmp_path / "wine.npz").label_names == ["-1", "0", "1", "2"]

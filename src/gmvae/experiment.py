@@ -88,8 +88,8 @@ class DataConfig:
     semi_supervised: bool = field(
         default=False,
         metadata={
-            "help": "train with the training labels (a table's --label-column; empty cells are "
-            "unlabelled rows): cluster k is then class k"
+            "help": "train with the training labels (a table's --label-column, where empty cells "
+            "are unlabelled rows, or an .npz's y, where -1 is): cluster k is then class k"
         },
     )
     labels_per_class: int | None = field(
@@ -188,7 +188,7 @@ def load_data(config: DataConfig, seed: int = 0) -> Dataset:
     if data.y_train is None:
         raise GMVAEError(
             f"semi-supervised training needs labels, and {config.data} has none here: name a "
-            "table's label column with --label-column"
+            "table's label column with --label-column, or give an .npz a y array (-1: unlabelled)"
         )
     labels = data.y_train
     if config.labels_per_class is not None:

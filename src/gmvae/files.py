@@ -36,7 +36,8 @@ def read_data(
 ) -> RawData:
     """Read any supported file or image folder. With need_label=False a table without the
     label column is read whole (new data at predict time). With empty_labels, empty cells of
-    the label column are unlabelled rows (label -1, semi-supervised) instead of an error."""
+    the label column, and -1 in an .npz's label array, are unlabelled rows (label -1,
+    semi-supervised) instead of an error or a class."""
     if path.is_dir():
         return read_image_folder(path)
     if not path.is_file():
@@ -47,7 +48,7 @@ def read_data(
     if suffix == ".npy":
         return _from_array(_load_npy(path))
     if suffix == ".npz":
-        return read_npz(path)
+        return read_npz(path, empty_labels)
     if suffix in (".csv", ".tsv"):
         delimiter = "\t" if suffix == ".tsv" else ","
         return read_delimited(path, label_column, delimiter, need_label, empty_labels)
@@ -72,8 +73,9 @@ def _load_npy(path: Path) -> np.ndarray:
     return array
 
 
-def read_npz(path: Path) -> RawData:
-    """The array named x/X/data (else the first), labels from y/labels/targets when present."""
+def read_npz(path: Path, empty_labels: bool = False) -> RawData:
+    """The array named x/X/data (else the first), labels from y/labels/targets when present.
+    With empty_labels, a numeric label -1 (scikit-learn's "unlabelled") or NaN is unlabelled."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
@@ -85,7 +87,11 @@ def read_npz(path: Path) -> RawData:
     y_name = next((n for n in ("y", "labels", "targets") if n in arrays and n != x_name), None)
     raw = _from_array(arrays[x_name])
     if y_name is not None:
-        raw.labels, raw.label_names = encode_labels(arrays[y_name].reshape(-1).astype(str), path)
+        y = arrays[y_name].reshape(-1)
+        text = y.astype(str)
+        if empty_labels and y.dtype.kind in "iuf":
+            text[y == -1] = ""
+        raw.labels, raw.label_names = encode_labels(text, path, empty_labels)
         if len(raw.labels) != len(raw.values):
             raise GMVAEError(f"{path}: {len(raw.labels)} labels for {len(raw.values)} rows")
     return raw
