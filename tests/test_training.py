@@ -287,6 +287,19 @@ def test_three_labels_per_class_make_cluster_k_class_k_on_digits(digits):
     assert (renamed == predicted).all()
 
 
+def test_labels_join_only_after_the_warmup_epochs(digits, tmp_path):
+    x, y = digits
+    trainer = tiny_trainer(tmp_path, epochs=3, batch_size=100, labelled_batch_size=10,
+                           label_warmup=2)  # fmt: skip
+    sizes = []
+    original = trainer._batch
+    trainer._batch = lambda x, rows: (sizes.append(len(rows)), original(x, rows))[1]
+    trainer.fit(torch.as_tensor(x[:300]), progress=False, labels=draw_per_class(y[:300], 2, 0))
+    naming = len(trainer.labelled_neighbours.flatten())  # the end-of-epoch naming reads these
+    per_epoch = [100, 100, 100, naming]
+    assert sizes == per_epoch * 2 + [110, 110, 110, naming]
+
+
 @pytest.mark.parametrize("architecture", ["mlp", "conv"])
 def test_permuting_clusters_renames_them_and_changes_nothing_else(architecture):
     torch.manual_seed(0)

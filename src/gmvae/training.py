@@ -126,6 +126,13 @@ class TrainConfig:
             "replacement), so that a few labels among many examples count at every step"
         },
     )
+    label_warmup: int = field(
+        default=1,
+        metadata={
+            "help": "semi-supervised: epochs trained without the labels, after which the "
+            "clusters are named by the labelled examples' neighbours and the labels join"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seeds initialisation, batches and sampling"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     checkpoint_every: int = field(
@@ -159,8 +166,8 @@ class TrainConfig:
             )
         if self.adversarial_radius <= 0:
             raise GMVAEError("adversarial_radius must be positive")
-        if self.neighbour_warmup < 0:
-            raise GMVAEError("neighbour_warmup must be at least 0")
+        if self.neighbour_warmup < 0 or self.label_warmup < 0:
+            raise GMVAEError("neighbour_warmup and label_warmup must be at least 0")
         if self.n_neighbours < 1:
             raise GMVAEError("n_neighbours must be at least 1")
         if self.epochs < 1 or self.batch_size < 1 or self.labelled_batch_size < 1:
@@ -305,8 +312,8 @@ class Trainer:
         evaluation numbers to each epoch's record; `on_epoch(record)` sees the finished record.
         `progress`: a bar per epoch (default: when stderr is a terminal).
         `labels` (N,): semi-supervised training, a class per example and -1 where unknown
-        (checked by labels.check_labels); every batch then also holds `labelled_batch_size`
-        labelled examples. Give the same labels again when resuming."""
+        (checked by labels.check_labels); after `label_warmup` epochs, every batch also holds
+        `labelled_batch_size` labelled examples. Give the same labels again when resuming."""
         if isinstance(x, torch.Tensor):
             x = x.to(self.device, torch.float32)
         if labels is not None:
@@ -389,6 +396,9 @@ class Trainer:
         order, sums, counted = partial["order"], partial["sums"], partial["counted"]
         started = time.perf_counter() - partial["seconds"]
         steps = math.ceil(len(x) / cfg.batch_size)
+        # Semi-supervised: the first epochs learn clusters from the data alone, which are then
+        # named (name_clusters) before the labels' cross-entropy can bend them.
+        labels = self.labels if epoch >= cfg.label_warmup else None
         desc = f"epoch {epoch + 1}/{cfg.epochs}"
         todo = range(partial["next"], steps)
         bar = tqdm(todo, desc=desc, leave=False, disable=not progress)
@@ -398,7 +408,7 @@ class Trainer:
                 # A last batch too small to give each rank two rows (batch normalisation needs
                 # two): every rank skips it.
                 continue
-            if self.labelled_rows is not None:
+            if labels is not None:
                 pick = torch.randint(
                     len(self.labelled_rows), (cfg.labelled_batch_size,), device=self.device
                 )
@@ -427,7 +437,7 @@ class Trainer:
                 neighbour=neighbour,
                 adversary=adversary,
                 elbo_to_clusters=cfg.elbo_to_clusters,
-                labels=None if self.labels is None else self.labels[rows[mine]],
+                labels=None if labels is None else labels[rows[mine]],
             )
             # Each rank's mean weighted by its share: DDP's average is the global batch's mean.
             share = len(mine) * self.world.size / len(rows)
@@ -444,9 +454,9 @@ class Trainer:
                 log_q = terms["logits"].log_softmax(-1)
                 entropy = -(log_q.exp() * log_q).sum(-1)
                 loss = loss + cfg.w_confidence * entropy.mean() * share
-            if self.labels is not None and cfg.w_labelled > 0:
+            if labels is not None and cfg.w_labelled > 0:
                 # The mean over the global batch's labelled rows (at least labelled_batch_size).
-                known = (self.labels[rows] >= 0).sum()
+                known = (labels[rows] >= 0).sum()
                 loss = loss + cfg.w_labelled * terms["labelled"].sum() * self.world.size / known
             if cfg.w_balance > 0:  # over this rank's part of the batch
                 loss = loss + cfg.w_balance * usage_shortfall(terms["logits"])
