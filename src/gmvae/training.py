@@ -338,8 +338,9 @@ class Trainer:
         return self.history
 
     def find_neighbours(self, x: torch.Tensor | ScaledRows) -> None:
-        """The neighbour table and adversarial lengths the configured terms need, once.
-        Seeded and deterministic: a resumed run finds the same ones."""
+        """The neighbour table and adversarial lengths the configured terms need, and the
+        labelled examples' neighbours that name the clusters, once. Seeded and deterministic:
+        a resumed run finds the same ones."""
         cfg = self.config
         found_before = (self.neighbours, self.adversarial_length, self.labelled_neighbours)
         if any(t is not None for t in found_before):
