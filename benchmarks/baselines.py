@@ -11,21 +11,17 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.cluster import KMeans
 from sklearn.datasets import load_breast_cancer, load_digits, load_wine
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import StandardScaler
 
+from benchmarks.provenance import command_line, run_record
 from gmvae import GMVAE
 from gmvae.data import FASHION_MNIST, load_idx_dataset
 from gmvae.metrics import clustering_scores
@@ -100,19 +96,6 @@ def run(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def machine() -> dict:
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
-    return {
-        "command": " ".join(["python -m benchmarks.baselines", *sys.argv[1:]]),
-        "commit": commit.stdout.strip(),
-        "cpu_count": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "date": time.strftime("%Y-%m-%d"),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -135,7 +118,8 @@ def main() -> None:
         for r in rows
     ]
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
-    (args.out / "run.json").write_text(json.dumps(machine(), indent=2) + "\n")
+    record = run_record(command_line("benchmarks.baselines"))
+    (args.out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

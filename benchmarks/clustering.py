@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
 import shutil
 import statistics
 import sys
@@ -27,15 +25,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
+from benchmarks.provenance import command_line, run_record
 from gmvae.cli import build_parser, parse_int_range, setting_overrides
 from gmvae.experiment import (
     PRESETS,
     DataConfig,
     ExperimentConfig,
     Output,
-    git_commit,
     run_experiment,
 )
 
@@ -120,19 +116,6 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def machine(command: str) -> dict:
-    """run.json: the command, the commit and the machine."""
-    return {
-        "command": command,
-        "commit": git_commit(),
-        "cpu_count": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "date": time.strftime("%Y-%m-%d"),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="mnist", help="a named dataset or a file")
@@ -149,7 +132,7 @@ def main() -> None:
     write_csv(args.out / "seeds.csv", rows)
     summary = summarise(rows)
     write_csv(args.out / "summary.csv", summary)
-    command = " ".join(["python -m benchmarks.clustering", *sys.argv[1:]])
+    command = command_line("benchmarks.clustering")
     lines = [
         f"`{command}`",
         "",
@@ -167,7 +150,7 @@ def main() -> None:
         ),
     ]
     (args.out / "summary.md").write_text("\n".join(lines) + "\n")
-    (args.out / "run.json").write_text(json.dumps(machine(command), indent=2) + "\n")
+    (args.out / "run.json").write_text(json.dumps(run_record(command), indent=2) + "\n")
     print("\n".join(lines))
 
 

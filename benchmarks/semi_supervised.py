@@ -32,7 +32,8 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.semi_supervised import LabelSpreading, SelfTrainingClassifier
 
-from benchmarks.clustering import machine, run_seed, write_csv
+from benchmarks.clustering import run_seed, write_csv
+from benchmarks.provenance import command_line, run_record
 from gmvae.cli import build_parser, parse_int_range
 from gmvae.experiment import DataConfig, load_data
 from gmvae.labels import read_labelled
@@ -144,7 +145,7 @@ def main() -> None:
                  **{c: round(float(fn(r[c] for r in mine)), 2) for c in columns}}
             )  # fmt: skip
     write_csv(args.out / "summary.csv", summary)
-    command = " ".join(["python -m benchmarks.semi_supervised", *sys.argv[1:]])
+    command = command_line("benchmarks.semi_supervised")
     header = " | ".join(c.replace("_", " ") for c in columns)
     lines = [
         f"`{command}`",
@@ -161,7 +162,7 @@ def main() -> None:
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines += ["", f"median (min-max) over seeds {args.seeds}; seconds are wall seconds"]
     (args.out / "summary.md").write_text("\n".join(lines) + "\n")
-    (args.out / "run.json").write_text(json.dumps(machine(command), indent=2) + "\n")
+    (args.out / "run.json").write_text(json.dumps(run_record(command), indent=2) + "\n")
     print("\n".join(lines))
 
 

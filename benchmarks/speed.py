@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -28,10 +26,11 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
+from benchmarks.provenance import command_line, run_record
 from gmvae import inference
 from gmvae.cli import parse_int_range
 from gmvae.data import load_mnist
-from gmvae.experiment import ExperimentConfig, git_commit
+from gmvae.experiment import ExperimentConfig
 from gmvae.losses import weighted_loss
 from gmvae.metrics import clustering_scores
 from gmvae.model import GMVAENet
@@ -397,14 +396,9 @@ def main() -> None:
     if "growth" in parts:
         results["growth"] = growth(x_train)
     args.out.mkdir(parents=True, exist_ok=True)
-    command = " ".join(["python -m benchmarks.speed", *sys.argv[1:]])
-    machine = {
-        "command": command, "commit": git_commit(), "cpu_count": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
-    }  # fmt: skip
+    command = command_line("benchmarks.speed")
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "run.json").write_text(json.dumps(machine, indent=2) + "\n")
+    (args.out / "run.json").write_text(json.dumps(run_record(command), indent=2) + "\n")
     text = f"`{command}`\n\n" + markdown(results)
     (args.out / "results.md").write_text(text)
     print(text)
