@@ -21,7 +21,7 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import StandardScaler
 
-from benchmarks.provenance import command_line, run_record
+from benchmarks.provenance import benchmark_record, command_line
 from gmvae import GMVAE
 from gmvae.data import FASHION_MNIST, load_idx_dataset
 from gmvae.metrics import clustering_scores
@@ -118,7 +118,7 @@ def main() -> None:
         for r in rows
     ]
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
-    record = run_record(command_line("benchmarks.baselines"))
+    record = benchmark_record(command_line("benchmarks.baselines"))
     (args.out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
 
 

@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks.provenance import command_line, run_record
+from benchmarks.provenance import benchmark_record, command_line
 from gmvae.cli import build_parser, parse_int_range, setting_overrides
 from gmvae.experiment import (
     PRESETS,
@@ -150,7 +150,7 @@ def main() -> None:
         ),
     ]
     (args.out / "summary.md").write_text("\n".join(lines) + "\n")
-    (args.out / "run.json").write_text(json.dumps(run_record(command), indent=2) + "\n")
+    (args.out / "run.json").write_text(json.dumps(benchmark_record(command), indent=2) + "\n")
     print("\n".join(lines))
 
 

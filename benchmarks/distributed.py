@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.provenance import command_line, run_record
+from benchmarks.provenance import benchmark_record, command_line
 
 CONFIGS = [  # (label, processes, threads per process)
     ("1 process, 2 threads", 1, 2),
@@ -76,7 +76,7 @@ def main() -> None:
     lines += [f"| {r['global_batch']} | {r['config']} | {r['seconds_per_epoch']:.1f} | "
               f"{r['samples_per_second']:.0f} |" for r in rows]  # fmt: skip
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
-    record = run_record(command_line("benchmarks.distributed"))
+    record = benchmark_record(command_line("benchmarks.distributed"))
     (args.out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
 
 

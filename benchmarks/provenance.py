@@ -18,7 +18,7 @@ def command_line(module: str) -> str:
     return " ".join(["python -m", module, *sys.argv[1:]])
 
 
-def run_record(command: str) -> dict:
+def benchmark_record(command: str) -> dict:
     """run.json: the command, the commit and the machine."""
     return {
         "command": command,

@@ -33,7 +33,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.semi_supervised import LabelSpreading, SelfTrainingClassifier
 
 from benchmarks.clustering import run_seed, write_csv
-from benchmarks.provenance import command_line, run_record
+from benchmarks.provenance import benchmark_record, command_line
 from gmvae.cli import build_parser, parse_int_range
 from gmvae.experiment import DataConfig, load_data
 from gmvae.labels import read_labelled
@@ -162,7 +162,7 @@ def main() -> None:
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines += ["", f"median (min-max) over seeds {args.seeds}; seconds are wall seconds"]
     (args.out / "summary.md").write_text("\n".join(lines) + "\n")
-    (args.out / "run.json").write_text(json.dumps(run_record(command), indent=2) + "\n")
+    (args.out / "run.json").write_text(json.dumps(benchmark_record(command), indent=2) + "\n")
     print("\n".join(lines))
 
 

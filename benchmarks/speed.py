@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from benchmarks.provenance import command_line, run_record
+from benchmarks.provenance import benchmark_record, command_line
 from gmvae import inference
 from gmvae.cli import parse_int_range
 from gmvae.data import load_mnist
@@ -398,7 +398,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     command = command_line("benchmarks.speed")
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "run.json").write_text(json.dumps(run_record(command), indent=2) + "\n")
+    (args.out / "run.json").write_text(json.dumps(benchmark_record(command), indent=2) + "\n")
     text = f"`{command}`\n\n" + markdown(results)
     (args.out / "results.md").write_text(text)
     print(text)
