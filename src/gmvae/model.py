@@ -36,12 +36,12 @@ class ModelConfig:
     z_dim: int = field(default=64, metadata={"help": "size of the Gaussian latent z"})
     hidden_dim: int = field(default=512, metadata={"help": "width of every hidden layer"})
     y_hidden_dim: int = field(
-        default=0, metadata={"help": "width of q(y|x)'s hidden layers (mlp; 0: --hidden-dim)"}
+        default=0, metadata={"help": "width of q(y|x)'s hidden layers (0: --hidden-dim)"}
     )
     y_batch_norm: bool = field(
         default=False,
         metadata={
-            "help": "batch normalisation in q(y|x)'s hidden layers (mlp): it starts q(y|x) "
+            "help": "batch normalisation in q(y|x)'s hidden layers: it starts q(y|x) "
             "away from uniform, so the clustering terms have a gradient to follow"
         },
     )
@@ -103,8 +103,6 @@ class ModelConfig:
             raise GMVAEError(f"architecture must be one of {ARCHITECTURES}")
         if self.architecture == "conv" and self.image_shape is None:
             raise GMVAEError("the conv architecture needs images; use mlp for tables")
-        if self.architecture == "conv" and (self.y_batch_norm or self.y_hidden_dim):
-            raise GMVAEError("y_batch_norm and y_hidden_dim apply to the mlp architecture")
         if self.y_hidden_dim < 0:
             raise GMVAEError("y_hidden_dim must be at least 0")
         sizes = {k: getattr(self, k) for k in ("x_dim", "n_clusters", "z_dim", "hidden_dim")}
@@ -132,21 +130,30 @@ def _channels_first(shape: tuple[int, ...]) -> tuple[int, int, int]:
 
 class ConvTrunk(nn.Module):
     """Images (N, C*H*W) -> features (N, out): two stride-2 3x3 convolutions, then a linear
-    layer. Each convolution halves H and W, rounding up, so any size works."""
+    layer, with batch normalisation before each ReLU when asked. Each convolution halves H and
+    W, rounding up, so any size works."""
 
-    def __init__(self, image_shape: tuple[int, ...], out: int):
+    def __init__(self, image_shape: tuple[int, ...], out: int, batch_norm: bool = False):
         super().__init__()
         self.shape = _channels_first(image_shape)
         c, h, w = self.shape
+
+        def norm(layer: type[nn.Module], n: int) -> list[nn.Module]:
+            return [layer(n)] if batch_norm else []
+
         self.convs = nn.Sequential(
             nn.Conv2d(c, 32, 3, stride=2, padding=1),
+            *norm(nn.BatchNorm2d, 32),
             nn.ReLU(),
             nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            *norm(nn.BatchNorm2d, 64),
             nn.ReLU(),
             nn.Flatten(),
         )
         area = math.ceil(math.ceil(h / 2) / 2) * math.ceil(math.ceil(w / 2) / 2)
-        self.linear = nn.Sequential(nn.Linear(64 * area, out), nn.ReLU())
+        self.linear = nn.Sequential(
+            nn.Linear(64 * area, out), *norm(nn.BatchNorm1d, out), nn.ReLU()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(self.convs(x.view(-1, *self.shape)))
@@ -190,14 +197,16 @@ class GMVAENet(nn.Module):
         config.validate()
         self.config = config
         d, h, k, z = config.x_dim, config.hidden_dim, config.n_clusters, config.z_dim
+        y_h, y_norm = config.y_hidden_dim or h, config.y_batch_norm
         if config.architecture == "mlp":
-            y_h = config.y_hidden_dim or h
-            self.y_encoder = mlp(d, y_h, y_h, k, batch_norm=config.y_batch_norm)  # x -> logits
+            self.y_encoder = mlp(d, y_h, y_h, k, batch_norm=y_norm)  # x -> logits
             self.z_trunk = nn.Identity()  # y joins x at the input, as in the reference
             z_input = d
             self.decoder = mlp(z, h, h, d)  # z -> logits (bernoulli) or mean (gaussian)
         else:
-            self.y_encoder = nn.Sequential(ConvTrunk(config.image_shape, h), nn.Linear(h, k))
+            self.y_encoder = nn.Sequential(
+                ConvTrunk(config.image_shape, y_h, y_norm), nn.Linear(y_h, k)
+            )
             self.z_trunk = ConvTrunk(config.image_shape, h)  # y joins the image features
             z_input = h
             self.decoder = ConvDecoder(config.image_shape, z, h)
