@@ -34,6 +34,8 @@ from gmvae.experiment import (
     Output,
     run_experiment,
 )
+from gmvae.model import ModelConfig
+from gmvae.training import TrainConfig
 
 KEPT = {
     "config.json",
@@ -48,16 +50,20 @@ COLUMNS = ("acc", "nmi", "ari", "elbo", "wall_seconds", "train_seconds")
 
 def differences(config: ExperimentConfig, saved: dict) -> list[str]:
     """The settings where a finished seed's saved config.json differs from `config`; model
-    sizes and "auto" choices are filled in from the data when a run starts, so not compared."""
+    sizes and "auto" choices are filled in from the data when a run starts, so not compared.
+    A setting missing from the saved config was added after that seed ran, at the default
+    that keeps the old behaviour, so it counts as that default."""
     wanted = {"preset": config.preset, "data": config.data.data, **asdict(config.train)}
-    found = {"preset": saved["preset"], "data": saved["data"]["data"], **saved["train"]}
+    found = {"preset": saved["preset"], "data": saved["data"]["data"]}
+    found.update({**asdict(TrainConfig()), **saved["train"]})
     for key, value in asdict(config.data).items():  # e.g. the labels of a semi-supervised run
         if value != getattr(DataConfig(), key):
             wanted[f"data.{key}"], found[f"data.{key}"] = value, saved["data"].get(key)
     resolved = {"x_dim", "image_shape"}
     for key, value in asdict(config.model).items():
         if key not in resolved and value != "auto":
-            wanted[f"model.{key}"], found[f"model.{key}"] = value, saved["model"].get(key)
+            found_value = saved["model"].get(key, getattr(ModelConfig(), key))
+            wanted[f"model.{key}"], found[f"model.{key}"] = value, found_value
     return [
         f"{k}: {found.get(k)!r} there, {v!r} here" for k, v in wanted.items() if found.get(k) != v
     ]

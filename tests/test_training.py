@@ -301,11 +301,12 @@ def test_labels_join_only_after_the_warmup_epochs(digits, tmp_path):
 
 
 @pytest.mark.parametrize("architecture", ["mlp", "conv"])
-def test_permuting_clusters_renames_them_and_changes_nothing_else(architecture):
+@pytest.mark.parametrize("y_batch_norm", [False, True])
+def test_permuting_clusters_renames_them_and_changes_nothing_else(architecture, y_batch_norm):
     torch.manual_seed(0)
     config = ModelConfig(x_dim=64, image_shape=(8, 8), z_dim=4, hidden_dim=16, n_clusters=5,
                          likelihood="bernoulli", architecture=architecture,
-                         y_batch_norm=architecture == "mlp")  # fmt: skip
+                         y_batch_norm=y_batch_norm)  # fmt: skip
     model = GMVAENet(config)
     optimizer = torch.optim.Adam(model.parameters())
     x = torch.rand(6, 64)
@@ -323,3 +324,17 @@ def test_permuting_clusters_renames_them_and_changes_nothing_else(architecture):
     for term in ("rec", "gauss", "cat"):
         torch.testing.assert_close(after[term], before[term])
     torch.testing.assert_close(state["exp_avg"], moment[order])
+
+
+def test_kl_warmup_raises_the_kl_weights_linearly_over_its_epochs(digits, tmp_path):
+    x = torch.as_tensor(digits[0][:500])
+    trainer = tiny_trainer(tmp_path, epochs=3, kl_warmup=2)
+    trainer.fit(x, progress=False)
+    assert [row["kl_weight"] for row in trainer.history] == [0.5, 1.0, 1.0]
+    plain = tiny_trainer(tmp_path / "plain", epochs=1)
+    plain.fit(x, progress=False)
+    assert "kl_weight" not in plain.history[0]
+    # at weight 0 the KL terms are not trained: after an epoch they are larger than with them
+    assert trainer.history[0]["gauss"] > plain.history[0]["gauss"]
+    with pytest.raises(GMVAEError, match="kl_warmup"):
+        tiny_trainer(tmp_path, kl_warmup=-1)

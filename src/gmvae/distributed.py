@@ -109,3 +109,11 @@ def share_buffers(module: torch.nn.Module, world: World) -> None:
     if world.size > 1:
         for buffer in module.buffers():
             dist.broadcast(buffer, src=0)
+
+
+def share_parameters(module: torch.nn.Module, world: World) -> None:
+    """Rank 0's parameters on every rank: after each rank changed them outside DDP's steps
+    (pretraining), in case float rounding made them differ."""
+    if world.size > 1:
+        for param in module.parameters():
+            dist.broadcast(param.data, src=0)

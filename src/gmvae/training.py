@@ -18,13 +18,14 @@ from tqdm import tqdm
 
 from gmvae import augment
 from gmvae.checkpoint import load_training_state, save_training_state
-from gmvae.distributed import World, all_sum, share_buffers
+from gmvae.distributed import World, all_sum, share_buffers, share_parameters
 from gmvae.errors import GMVAEError
 from gmvae.labels import cluster_order
 from gmvae.losses import weighted_loss
 from gmvae.model import GMVAENet, draw_noise
 from gmvae.neighbours import nearest_neighbours, read_rows
 from gmvae.preprocessing import ScaledRows
+from gmvae.pretraining import pretrain
 
 TERMS = ("rec", "gauss", "cat")
 NONFINITE_POLICIES = ("stop", "skip")
@@ -55,6 +56,20 @@ class TrainConfig:
     tau_min: float = field(default=0.5, metadata={"help": "lowest Gumbel-Softmax temperature"})
     gumbel_hard: bool = field(
         default=False, metadata={"help": "straight-through hard one-hot y instead of soft samples"}
+    )
+    kl_warmup: int = field(
+        default=0,
+        metadata={
+            "help": "epochs over which the weights of the two KL terms (--w-gauss, --w-cat) "
+            "rise linearly from 0 (0: full weight from the start)"
+        },
+    )
+    pretrain_epochs: int = field(
+        default=0,
+        metadata={
+            "help": "epochs of autoencoder pretraining, after which p(z|y) and q(y|x) start "
+            "from a Gaussian mixture fitted on the codes, as in VaDE (0: none)"
+        },
     )
     w_rec: float = field(default=1.0, metadata={"help": "weight of the reconstruction term"})
     w_gauss: float = field(default=1.0, metadata={"help": "weight of log q(z|x,y) - log p(z|y)"})
@@ -166,8 +181,11 @@ class TrainConfig:
             )
         if self.adversarial_radius <= 0:
             raise GMVAEError("adversarial_radius must be positive")
-        if self.neighbour_warmup < 0 or self.label_warmup < 0:
-            raise GMVAEError("neighbour_warmup and label_warmup must be at least 0")
+        warmups = (self.neighbour_warmup, self.label_warmup, self.kl_warmup, self.pretrain_epochs)
+        if min(warmups) < 0:
+            raise GMVAEError(
+                "neighbour_warmup, label_warmup, kl_warmup and pretrain_epochs must be at least 0"
+            )
         if self.n_neighbours < 1:
             raise GMVAEError("n_neighbours must be at least 1")
         if self.epochs < 1 or self.batch_size < 1 or self.labelled_batch_size < 1:
@@ -394,9 +412,23 @@ class Trainer:
                 "counted": 0,  # examples in `sums` (skipped steps are not)
                 "seconds": 0.0,
             }
+            if epoch == 0 and cfg.pretrain_epochs > 0:  # part of the first epoch and its time
+                started = time.perf_counter()
+                partial["pretrain_rec"] = pretrain(
+                    self.model,
+                    len(x),
+                    lambda rows: self._batch(x, rows),
+                    cfg.pretrain_epochs,
+                    cfg.batch_size,
+                    cfg.lr,
+                    cfg.seed,
+                )
+                share_parameters(self.model, self.world)
+                partial["seconds"] = time.perf_counter() - started
         order, sums, counted = partial["order"], partial["sums"], partial["counted"]
         started = time.perf_counter() - partial["seconds"]
         steps = math.ceil(len(x) / cfg.batch_size)
+        kl_weight = 1.0
         # Semi-supervised: the first epochs learn clusters from the data alone, which are then
         # named (name_clusters) before the labels' cross-entropy can bend them.
         labels = self.labels if epoch >= cfg.label_warmup else None
@@ -442,7 +474,10 @@ class Trainer:
             )
             # Each rank's mean weighted by its share: DDP's average is the global batch's mean.
             share = len(mine) * self.world.size / len(rows)
-            loss = weighted_loss(terms, cfg.w_rec, cfg.w_gauss, cfg.w_cat) * share
+            if cfg.kl_warmup > 0:
+                kl_weight = min(1.0, (epoch * steps + step + 1) / (cfg.kl_warmup * steps))
+            w_gauss, w_cat = kl_weight * cfg.w_gauss, kl_weight * cfg.w_cat
+            loss = weighted_loss(terms, cfg.w_rec, w_gauss, w_cat) * share
             if cfg.w_consistency > 0:
                 loss = loss + cfg.w_consistency * terms["consistency"].mean() * share
             if neighbour is not None:
@@ -492,9 +527,13 @@ class Trainer:
         )
         means = dict(zip(TERMS, (totals[:-1] / max(float(totals[-1]), 1.0)).tolist(), strict=True))
         loss = cfg.w_rec * means["rec"] + cfg.w_gauss * means["gauss"] + cfg.w_cat * means["cat"]
+        extra = {"pretrain_rec": partial["pretrain_rec"]} if "pretrain_rec" in partial else {}
+        if cfg.kl_warmup > 0:
+            extra["kl_weight"] = kl_weight  # at the epoch's last step
         return {
             "loss": loss,
             **means,
+            **extra,
             "tau": tau,
             "lr": self.optimizer.param_groups[0]["lr"],
             "skipped_steps": self.skipped_steps,

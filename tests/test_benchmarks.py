@@ -1,0 +1,30 @@
+from dataclasses import asdict
+
+from benchmarks.clustering import differences
+from gmvae.experiment import ExperimentConfig
+
+
+def saved_config(config: ExperimentConfig) -> dict:
+    """config.json's settings sections, as a run writes them."""
+    return {
+        "preset": config.preset,
+        "data": asdict(config.data),
+        "model": config.model.to_dict(),
+        "train": asdict(config.train),
+    }
+
+
+def test_a_finished_seed_counts_only_if_it_ran_the_same_settings():
+    config = ExperimentConfig.from_preset("default", {"train": {"seed": 3}})
+    assert differences(config, saved_config(config)) == []
+    other = ExperimentConfig.from_preset("default", {"train": {"seed": 3, "w_balance": 0.0}})
+    assert differences(config, saved_config(other)) == ["w_balance: 0.0 there, 0.4 here"]
+
+
+def test_a_setting_added_after_a_seed_ran_counts_as_its_default_there():
+    config = ExperimentConfig.from_preset("reference")
+    older = saved_config(config)
+    del older["train"]["pretrain_epochs"], older["model"]["y_batch_norm"]
+    assert differences(config, older) == []
+    asked = ExperimentConfig.from_preset("reference", {"train": {"pretrain_epochs": 5}})
+    assert differences(asked, older) == ["pretrain_epochs: 0 there, 5 here"]
