@@ -44,6 +44,7 @@ KEPT = {
     "generated.png",
     "contingency.png",
     "labelled.csv",  # semi-supervised runs: the labelled draw
+    "restarts.csv",  # runs with --restarts: a row per candidate
 }
 COLUMNS = ("acc", "nmi", "ari", "elbo", "wall_seconds", "train_seconds")
 

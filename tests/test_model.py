@@ -148,7 +148,8 @@ def test_without_elbo_to_clusters_only_the_clustering_terms_train_q_y():
 @pytest.mark.parametrize("architecture", ["mlp", "conv"])
 def test_q_y_takes_its_own_width_and_batch_normalisation_in_both_architectures(architecture):
     config = ModelConfig(x_dim=64, image_shape=(8, 8), hidden_dim=16, y_hidden_dim=24,
-                         y_batch_norm=True, architecture=architecture, likelihood="bernoulli")  # fmt: skip
+                         y_batch_norm=True, architecture=architecture,
+                         likelihood="bernoulli")  # fmt: skip
     q_y = GMVAENet(config).y_encoder
     norms = [m for m in q_y.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert len(norms) in (2, 3)  # after each hidden layer: mlp 2 linear, conv 2 conv + linear

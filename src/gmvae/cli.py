@@ -36,6 +36,7 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, section: st
         flag = "--" + f.name.replace("_", "-")
         kind = _TYPES[str(f.type).replace(" | None", "")]
         help_text = f"{f.metadata.get('help', '')} (default: {getattr(defaults, f.name)})"
+        help_text = help_text.replace("%", "%%")  # argparse formats help with %
         common = {"dest": f"{section}.{f.name}", "default": argparse.SUPPRESS, "help": help_text}
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **common)

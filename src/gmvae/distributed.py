@@ -93,11 +93,11 @@ def all_sum(tensor: torch.Tensor, world: World) -> torch.Tensor:
     return tensor
 
 
-def broadcast_error(message: str | None, world: World) -> str | None:
-    """Rank 0's error message (or None) on every rank, so all stop together."""
+def broadcast(value: object, world: World) -> object:
+    """Rank 0's value (a picklable Python object: an error message, a choice) on every rank."""
     if world.size == 1:
-        return message
-    box = [message]
+        return value
+    box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
 

@@ -33,13 +33,14 @@ import torch
 from gmvae import __version__, inference, plots
 from gmvae.checkpoint import atomic_write, read_json, save_model, write_json
 from gmvae.data import NAMED_DATASETS, Dataset, open_dataset
-from gmvae.distributed import World, broadcast_error, resolve_device
+from gmvae.distributed import World, broadcast, resolve_device
 from gmvae.errors import GMVAEError
 from gmvae.labels import LABELLED_FILE, check_labels, draw_per_class, read_labelled, write_labelled
 from gmvae.metrics import clustering_scores, contingency, hungarian_match, usage_entropy
 from gmvae.model import GMVAENet, ModelConfig
 from gmvae.preprocessing import ScaledRows, value_range
 from gmvae.report import write_report
+from gmvae.selection import choose_start
 from gmvae.training import TrainConfig, Trainer
 
 # The reference project's settings are the dataclass defaults (K=10, z_dim=64, width 512,
@@ -67,6 +68,7 @@ DEFAULT_PRESET = "default"
 TSNE_POINTS = 2000
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+RESTARTS_FILE = "restarts.csv"  # a row per --restarts candidate
 
 
 @dataclass
@@ -253,12 +255,26 @@ def run_bytes_needed(model: GMVAENet) -> int:
 
 
 def write_metrics(path: Path, history: list[dict]) -> None:
-    """metrics.csv, rewritten whole (atomically) after every epoch: never half a row."""
+    """A CSV of dicts with the first one's keys (metrics.csv: a row per epoch, rewritten whole
+    and atomically after every epoch: never half a row)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
     writer.writeheader()
     writer.writerows(history)
     atomic_write(path, buffer.getvalue())
+
+
+def restart_summary(path: Path) -> dict:
+    """From restarts.csv when the run had --restarts: the candidates' seconds (not in
+    train_seconds) and the one training went on from."""
+    if not path.exists():
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {
+        "restart_seconds": sum(float(row["seconds"]) for row in rows),
+        "restart_chosen": next(int(row["candidate"]) for row in rows if row["chosen"] == "True"),
+    }
 
 
 def label_scores(labels: np.ndarray | None, clusters: np.ndarray, k: int, classes: bool) -> dict:
@@ -324,6 +340,10 @@ def run_experiment(
         )
     if data.train_labels is not None:
         check_labels(data.train_labels, len(data.x_train), model_config.n_clusters)
+    if config.train.restarts > 1 and (
+        data.train_labels is not None or isinstance(data.x_train, ScaledRows)
+    ):
+        raise GMVAEError("--restarts is for unlabelled training on data that fits in memory")
     torch.manual_seed(config.train.seed)
     model = GMVAENet(model_config)
     error = None
@@ -335,12 +355,15 @@ def run_experiment(
                 write_labelled(out / LABELLED_FILE, data.train_labels)
         except GMVAEError as err:
             error = str(err)
-    error = broadcast_error(error, world)  # every rank stops if rank 0 could not start
+    error = broadcast(error, world)  # every rank stops if rank 0 could not start
     if error is not None:
         raise GMVAEError(error)
-    trainer = Trainer(
-        model, config.train, world_device(device, world), out / CHECKPOINT_FILE, world
-    )
+    device = world_device(device, world)
+    if config.train.restarts > 1:
+        restarts = choose_start(model, config.train, data.x_train, device, world, data.y_train)
+        if world.is_main:
+            write_metrics(out / RESTARTS_FILE, restarts)
+    trainer = Trainer(model, config.train, device, out / CHECKPOINT_FILE, world)
     return train_and_report(trainer, data, config.data, out, output or Output())
 
 
@@ -499,6 +522,7 @@ def train_and_report(
     results = {
         "test": scores,
         "train_seconds": train_seconds,
+        **restart_summary(out / RESTARTS_FILE),
         "seconds_per_epoch": train_seconds / len(history),
         "epochs": len(history),
         "skipped_steps": trainer.skipped_steps,

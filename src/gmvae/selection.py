@@ -1,4 +1,5 @@
-"""Choosing K: a short model per candidate K, compared on the ELBO of held-out examples."""
+"""Choices among short models, compared on the ELBO of held-out training examples: the number
+of clusters K (select_k), and the random start a run goes on from (choose_start, --restarts)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 from gmvae import inference, plots
 from gmvae.checkpoint import atomic_write
 from gmvae.data import Dataset
-from gmvae.distributed import resolve_device
+from gmvae.distributed import World, broadcast, resolve_device
 from gmvae.errors import GMVAEError
 from gmvae.metrics import clustering_scores, usage_entropy
 from gmvae.model import GMVAENet, ModelConfig
@@ -23,6 +24,13 @@ from gmvae.preprocessing import value_range
 from gmvae.training import TrainConfig, Trainer
 
 HELD_OUT_SHARE = 0.1
+
+
+def held_out_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded draw of HELD_OUT_SHARE of n rows (at least one) and the rest, each sorted."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_held = max(1, int(n * HELD_OUT_SHARE))
+    return np.sort(order[:n_held]), np.sort(order[n_held:])
 
 
 def select_k(
@@ -40,10 +48,7 @@ def select_k(
     select_k.png into `out`."""
     if out.exists() and any(out.iterdir()):
         raise GMVAEError(f"{out} already exists and is not empty; pick another --out")
-    n = len(data.x_train)
-    order = np.random.default_rng(seed).permutation(n)
-    n_held = max(1, int(n * HELD_OUT_SHARE))
-    held, train = np.sort(order[:n_held]), np.sort(order[n_held:])
+    held, train = held_out_split(len(data.x_train), seed)
     if len(train) < max(ks):
         raise GMVAEError(f"{len(train)} training examples for up to {max(ks)} clusters")
     x_train, x_held = data.x_train[train], data.x_train[held]
@@ -92,4 +97,59 @@ def select_k(
     plots.save_png(plots.plot_select_k(rows), out / "select_k.png")
     best = max(rows, key=lambda r: r["heldout_elbo"])
     print(f"best K by held-out ELBO: {best['k']}  (table: {out / 'select_k.csv'})")
+    return rows
+
+
+def candidate_seed(seed: int, candidate: int) -> int:
+    """The seed of restart candidate `candidate` of a run seeded `seed`: candidate 0 is the run's
+    own seed; the others are distinct for every (seed, candidate)."""
+    if candidate == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, candidate]).generate_state(1)[0])
+
+
+def choose_start(
+    model: GMVAENet,
+    config: TrainConfig,
+    x: np.ndarray,
+    device: torch.device,
+    world: World,
+    labels: np.ndarray | None = None,
+) -> list[dict]:
+    """--restarts: `config.restarts` candidate networks, candidate 0 from `model`'s own initial
+    weights and each other from its own seed, each trained for `config.restart_epochs` epochs
+    on 90% of x (N, D) and scored by its mean ELBO on the other 10% (held_out_split). The best
+    candidate's weights are copied into `model`, which then trains as usual. `labels` (N,), when
+    known, score each candidate on the held-out rows (ACC/NMI/ARI) and never choose.
+    Returns a row per candidate (its seed, held-out ELBO, seconds, "chosen")."""
+    held, train = held_out_split(len(x), config.seed)
+    x_train, x_held = torch.as_tensor(x[train]), x[held]
+    starting_weights = {k: v.clone() for k, v in model.state_dict().items()}
+    rows, weights = [], []
+    for candidate in range(config.restarts):
+        start = time.perf_counter()
+        seed = candidate_seed(config.seed, candidate)
+        torch.manual_seed(seed)
+        network = GMVAENet(model.config)
+        if candidate == 0:
+            network.load_state_dict(starting_weights)
+        short = replace(config, epochs=config.restart_epochs, restarts=1, seed=seed)
+        trainer = Trainer(network, replace(short, checkpoint_every=0), device, world=world)
+        trainer.fit(x_train, progress=False)
+        row = {
+            "candidate": candidate,
+            "seed": seed,
+            "heldout_elbo": float(inference.elbo(network, x_held, seed=config.seed).mean()),
+        }
+        if labels is not None:
+            clusters = inference.cluster_probabilities(network, x_held).argmax(1)
+            row.update(clustering_scores(labels[held], clusters, model.config.n_clusters))
+        row["seconds"] = time.perf_counter() - start
+        rows.append(row)
+        weights.append({k: v.cpu() for k, v in network.state_dict().items()})
+    # Rank 0's choice on every rank: on a GPU the ranks' ELBOs may differ in the last bits.
+    chosen = broadcast(max(rows, key=lambda r: r["heldout_elbo"])["candidate"], world)
+    model.load_state_dict(weights[chosen])
+    for row in rows:
+        row["chosen"] = row["candidate"] == chosen
     return rows

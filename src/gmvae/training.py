@@ -71,6 +71,17 @@ class TrainConfig:
             "from a Gaussian mixture fitted on the codes, as in VaDE (0: none)"
         },
     )
+    restarts: int = field(
+        default=1,
+        metadata={
+            "help": "candidate networks, each from its own random start, trained for "
+            "--restart-epochs on 90% of the training data; training goes on from the one "
+            "whose ELBO on the other 10% is highest (1: no restarts)"
+        },
+    )
+    restart_epochs: int = field(
+        default=2, metadata={"help": "epochs each --restarts candidate is trained for"}
+    )
     w_rec: float = field(default=1.0, metadata={"help": "weight of the reconstruction term"})
     w_gauss: float = field(default=1.0, metadata={"help": "weight of log q(z|x,y) - log p(z|y)"})
     w_cat: float = field(default=1.0, metadata={"help": "weight of KL(q(y|x) || uniform)"})
@@ -188,8 +199,9 @@ class TrainConfig:
             )
         if self.n_neighbours < 1:
             raise GMVAEError("n_neighbours must be at least 1")
-        if self.epochs < 1 or self.batch_size < 1 or self.labelled_batch_size < 1:
-            raise GMVAEError("epochs, batch_size and labelled_batch_size must be at least 1")
+        at_least_one = ("epochs", "batch_size", "labelled_batch_size", "restarts", "restart_epochs")
+        if min(getattr(self, name) for name in at_least_one) < 1:
+            raise GMVAEError(f"{', '.join(at_least_one)} must be at least 1")
         if self.checkpoint_every < 0 or self.max_skipped_steps < 0:
             raise GMVAEError("checkpoint_every and max_skipped_steps must be at least 0")
         if self.on_nonfinite not in NONFINITE_POLICIES:

@@ -1,0 +1,61 @@
+"""Choosing among short models by held-out ELBO: --restarts."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gmvae import inference
+from gmvae.cli import main
+from gmvae.distributed import World
+from gmvae.model import GMVAENet, ModelConfig
+from gmvae.selection import candidate_seed, choose_start, held_out_split
+from gmvae.training import TrainConfig
+
+QUICK = ["--epochs", "1", "--hidden-dim", "32", "--z-dim", "4", "--monitor-size", "100"]
+
+
+def test_restarts_go_on_from_the_candidate_with_the_best_held_out_elbo(digits):
+    x, y = digits
+    torch.manual_seed(0)
+    model = GMVAENet(ModelConfig(x_dim=64, image_shape=(8, 8), z_dim=4, hidden_dim=32,
+                                 likelihood="bernoulli"))  # fmt: skip
+    config = TrainConfig(batch_size=64, restarts=3, restart_epochs=1, seed=7)
+    rows = choose_start(model, config, x, torch.device("cpu"), World(), labels=y)
+    assert [r["seed"] for r in rows] == [candidate_seed(7, c) for c in range(3)]
+    assert rows[0]["seed"] == 7 and len({r["seed"] for r in rows}) == 3
+    assert len({r["heldout_elbo"] for r in rows}) == 3  # three different networks
+    best = max(rows, key=lambda r: r["heldout_elbo"])
+    assert [r["chosen"] for r in rows] == [r is best for r in rows]
+    assert {"acc", "nmi", "ari"} <= set(best)  # scored with the labels, not chosen by them
+    held, _ = held_out_split(len(x), 7)
+    elbo = float(inference.elbo(model, x[held], seed=7).mean())
+    assert elbo == pytest.approx(best["heldout_elbo"], rel=1e-6)  # the model holds its weights
+
+
+def test_candidate_seeds_differ_across_runs_and_candidates():
+    seeds = {candidate_seed(seed, c) for seed in range(20) for c in range(1, 20)}
+    assert len(seeds) == 20 * 19 and not seeds & set(range(20))
+
+
+def test_train_with_restarts_writes_each_candidate_and_the_choice(tmp_path, capsys):
+    out = tmp_path / "r"
+    main(["train", "--data", "digits", *QUICK, "--restarts", "2", "--restart-epochs", "1",
+          "--out", str(out), "--quiet"])  # fmt: skip
+    with open(out / "restarts.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["candidate"]) for r in rows] == [0, 1]
+    results = json.loads((out / "results.json").read_text())
+    chosen = int(np.argmax([float(r["heldout_elbo"]) for r in rows]))
+    assert results["restart_chosen"] == chosen
+    assert results["restart_seconds"] == pytest.approx(sum(float(r["seconds"]) for r in rows))
+
+
+def test_restarts_refuse_labelled_training(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--data", "digits", *QUICK, "--restarts", "2", "--labels-per-class", "2",
+              "--out", str(tmp_path / "r")])  # fmt: skip
+    assert "--restarts is for unlabelled training" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
