@@ -1,13 +1,11 @@
 import numpy as np
-import pytest
 import torch
 from sklearn.mixture import GaussianMixture
 
-from gmvae import inference, training
+from gmvae import inference
 from gmvae.metrics import cluster_accuracy
 from gmvae.model import GMVAENet, ModelConfig
 from gmvae.pretraining import pretrain, start_from_mixture
-from gmvae.training import TrainConfig, Trainer, TrainingInterrupted
 
 
 def digits_model(seed: int = 0) -> GMVAENet:
@@ -53,55 +51,3 @@ def test_pretraining_alone_gives_q_y_clusters_of_digits_and_one_code_for_every_y
     with torch.no_grad():
         codes = [model.encode_z(rows[:50], torch.eye(10)[[k] * 50])[0] for k in (0, 3, 9)]
     assert torch.equal(codes[0], codes[1]) and torch.equal(codes[0], codes[2])
-
-
-def test_a_run_stopped_after_pretraining_resumes_without_pretraining_again(
-    digits, tmp_path, monkeypatch
-):
-    x = torch.as_tensor(digits[0][:500])
-    settings = dict(epochs=2, batch_size=50, pretrain_epochs=1, kl_warmup=1)
-
-    def trainer(folder: str) -> Trainer:
-        torch.manual_seed(0)
-        model = GMVAENet(
-            ModelConfig(
-                x_dim=64, image_shape=(8, 8), z_dim=4, hidden_dim=32, likelihood="bernoulli"
-            )
-        )
-        config = TrainConfig(**settings)
-        return Trainer(model, config, torch.device("cpu"), tmp_path / folder / "ckpt.pt")
-
-    calls = {"pretrain": 0, "forward": 0}
-
-    def counted_pretrain(*args, **kwargs):
-        calls["pretrain"] += 1
-        return pretrain(*args, **kwargs)
-
-    monkeypatch.setattr(training, "pretrain", counted_pretrain)
-    straight = trainer("a")
-    straight.fit(x, progress=False)
-    assert calls["pretrain"] == 1
-    assert straight.history[0]["pretrain_rec"] > 0 and "pretrain_rec" not in straight.history[1]
-
-    stopped = trainer("b")
-    original_forward = stopped.model.forward
-
-    def forward_then_stop(*args, **kwargs):  # ask for a stop in the middle of epoch 1
-        calls["forward"] += 1
-        if calls["forward"] == 4:
-            stopped.stop_requested = "SIGTERM"
-        return original_forward(*args, **kwargs)
-
-    stopped.model.forward = forward_then_stop
-    with pytest.raises(TrainingInterrupted, match="SIGTERM in epoch 1, after step 4 of 10"):
-        stopped.fit(x, progress=False)
-    resumed = trainer("b")
-    resumed.resume()
-    resumed.fit(x, progress=False)
-    assert calls["pretrain"] == 2  # the straight run's and the stopped run's, not the resumed's
-    drop = {"seconds"}
-    assert [{k: v for k, v in r.items() if k not in drop} for r in resumed.history] == [
-        {k: v for k, v in r.items() if k not in drop} for r in straight.history
-    ]
-    for a, b in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):
-        assert torch.equal(a, b)

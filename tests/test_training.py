@@ -117,12 +117,19 @@ IMSAT_TERMS = dict(
 
 
 @pytest.mark.parametrize(
-    "objective, per_class",
-    [({}, None), (IMSAT_TERMS, None), (IMSAT_TERMS, 3)],
-    ids=["reference", "imsat-terms", "semi-supervised"],
+    "objective, per_class, stop_epoch",
+    [
+        ({}, None, 2),
+        (IMSAT_TERMS, None, 2),
+        (IMSAT_TERMS, 3, 2),
+        # stopped in epoch 1, after the pretraining and before the first checkpoint: resuming
+        # must not pretrain again (the weights would then differ from the straight run's)
+        ({"pretrain_epochs": 1, "kl_warmup": 1}, None, 1),
+    ],
+    ids=["reference", "imsat-terms", "semi-supervised", "pretrained-kl-warmup"],
 )
 def test_resuming_from_a_mid_epoch_checkpoint_continues_exactly(
-    digits, tmp_path, objective, per_class
+    digits, tmp_path, objective, per_class, stop_epoch
 ):
     x = torch.as_tensor(digits[0][:500])
     labels = None if per_class is None else draw_per_class(digits[1][:500], per_class, seed=0)
@@ -133,19 +140,20 @@ def test_resuming_from_a_mid_epoch_checkpoint_continues_exactly(
     calls = {"n": 0}
     original_forward = stopped.model.forward
 
-    def forward_then_stop(*args, **kwargs):  # ask for a stop in the middle of epoch 2
+    def forward_then_stop(*args, **kwargs):  # ask for a stop at step 4 of stop_epoch
         calls["n"] += 1
-        if calls["n"] == 14:
+        if calls["n"] == 10 * (stop_epoch - 1) + 4:
             stopped.stop_requested = "SIGTERM"
         return original_forward(*args, **kwargs)
 
     stopped.model.forward = forward_then_stop
-    with pytest.raises(TrainingInterrupted, match="SIGTERM in epoch 2, after step 4 of 10"):
+    message = f"SIGTERM in epoch {stop_epoch}, after step 4 of 10"
+    with pytest.raises(TrainingInterrupted, match=message):
         stopped.fit(x, progress=False, labels=labels)
 
     resumed = tiny_trainer(tmp_path / "b", **objective)
     resumed.resume()
-    assert len(resumed.history) == 1
+    assert len(resumed.history) == stop_epoch - 1
     resumed.fit(x, progress=False, labels=labels)
     drop = {"seconds"}
     assert [{k: v for k, v in r.items() if k not in drop} for r in resumed.history] == [
@@ -153,6 +161,9 @@ def test_resuming_from_a_mid_epoch_checkpoint_continues_exactly(
     ]
     for a, b in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):
         assert torch.equal(a, b)
+    if "pretrain_epochs" in objective:
+        assert straight.history[0]["pretrain_rec"] > 0
+        assert "pretrain_rec" not in straight.history[1]
 
 
 def test_nonfinite_loss_stops_naming_epoch_and_term_and_keeps_the_good_checkpoint(digits, tmp_path):
