@@ -417,26 +417,7 @@ class Trainer:
         if self._partial_epoch is not None:
             partial, self._partial_epoch = self._partial_epoch, None
         else:
-            partial = {
-                "order": torch.randperm(len(x), generator=self.generator, device=self.device),
-                "next": 0,  # the next step to take
-                "sums": torch.zeros(len(TERMS), device=self.device),  # terms summed over examples
-                "counted": 0,  # examples in `sums` (skipped steps are not)
-                "seconds": 0.0,
-            }
-            if epoch == 0 and cfg.pretrain_epochs > 0:  # part of the first epoch and its time
-                started = time.perf_counter()
-                partial["pretrain_rec"] = pretrain(
-                    self.model,
-                    len(x),
-                    lambda rows: self._batch(x, rows),
-                    cfg.pretrain_epochs,
-                    cfg.batch_size,
-                    cfg.lr,
-                    cfg.seed,
-                )
-                share_parameters(self.model, self.world)
-                partial["seconds"] = time.perf_counter() - started
+            partial = self._start_epoch(x, epoch)
         order, sums, counted = partial["order"], partial["sums"], partial["counted"]
         started = time.perf_counter() - partial["seconds"]
         steps = math.ceil(len(x) / cfg.batch_size)
@@ -462,17 +443,7 @@ class Trainer:
             gumbel, normal = draw_noise(len(rows), self.model.config, self.device)
             mine = self.world.shard(torch.arange(len(rows), device=self.device))
             batch = self._batch(x, rows[mine])
-            moved = neighbour = adversary = None
-            if cfg.w_consistency > 0:
-                params = augment.random_affine_params(len(rows), self.device)[mine]
-                moved = augment.transform(batch, self.model.config.image_shape, params)
-            if self.neighbours is not None:
-                pick = torch.randint(cfg.n_neighbours, (len(rows),), device=self.device)[mine]
-                neighbour = self._batch(x, self.neighbours[rows[mine], pick])
-            if self.adversarial_length is not None:
-                probe = torch.randn(len(rows), batch.shape[1], device=self.device)[mine]
-                probe = probe * (self.probe_length / probe.norm(dim=1, keepdim=True))
-                adversary = (probe, self.adversarial_length[rows[mine]])
+            moved, neighbour, adversary = self._views(x, batch, rows, mine)
             terms = self.network(
                 batch,
                 temperature=tau,
@@ -484,30 +455,10 @@ class Trainer:
                 elbo_to_clusters=cfg.elbo_to_clusters,
                 labels=None if labels is None else labels[rows[mine]],
             )
-            # Each rank's mean weighted by its share: DDP's average is the global batch's mean.
-            share = len(mine) * self.world.size / len(rows)
+            done = epoch * steps + step + 1  # steps taken, this one included
             if cfg.kl_warmup > 0:
-                kl_weight = min(1.0, (epoch * steps + step + 1) / (cfg.kl_warmup * steps))
-            w_gauss, w_cat = kl_weight * cfg.w_gauss, kl_weight * cfg.w_cat
-            loss = weighted_loss(terms, cfg.w_rec, w_gauss, w_cat) * share
-            if cfg.w_consistency > 0:
-                loss = loss + cfg.w_consistency * terms["consistency"].mean() * share
-            if neighbour is not None:
-                done = epoch * steps + step + 1
-                weight = cfg.w_neighbours * min(1.0, done / max(cfg.neighbour_warmup, 1))
-                loss = loss + weight * terms["neighbour"].mean() * share
-            if adversary is not None:
-                loss = loss + cfg.w_adversarial * terms["adversarial"].mean() * share
-            if cfg.w_confidence > 0:
-                log_q = terms["logits"].log_softmax(-1)
-                entropy = -(log_q.exp() * log_q).sum(-1)
-                loss = loss + cfg.w_confidence * entropy.mean() * share
-            if labels is not None and cfg.w_labelled > 0:
-                # The mean over the global batch's labelled rows (at least labelled_batch_size).
-                known = (labels[rows] >= 0).sum()
-                loss = loss + cfg.w_labelled * terms["labelled"].sum() * self.world.size / known
-            if cfg.w_balance > 0:  # over this rank's part of the batch
-                loss = loss + cfg.w_balance * usage_shortfall(terms["logits"])
+                kl_weight = min(1.0, done / (cfg.kl_warmup * steps))
+            loss = self._objective(terms, rows, mine, labels, kl_weight, done)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             finite, stop = self._agree(loss)
@@ -552,6 +503,93 @@ class Trainer:
             **named,
             "seconds": time.perf_counter() - started,
         }
+
+    def _start_epoch(self, x: torch.Tensor | ScaledRows, epoch: int) -> dict:
+        """A new epoch's position and running sums (what a checkpoint saves mid-epoch). With
+        pretraining, the first epoch starts with it and counts its time."""
+        cfg = self.config
+        partial = {
+            "order": torch.randperm(len(x), generator=self.generator, device=self.device),
+            "next": 0,  # the next step to take
+            "sums": torch.zeros(len(TERMS), device=self.device),  # terms summed over examples
+            "counted": 0,  # examples in `sums` (skipped steps are not)
+            "seconds": 0.0,
+        }
+        if epoch == 0 and cfg.pretrain_epochs > 0:
+            started = time.perf_counter()
+            partial["pretrain_rec"] = pretrain(
+                self.model,
+                len(x),
+                lambda rows: self._batch(x, rows),
+                cfg.pretrain_epochs,
+                cfg.batch_size,
+                cfg.lr,
+                cfg.seed,
+            )
+            share_parameters(self.model, self.world)
+            partial["seconds"] = time.perf_counter() - started
+        return partial
+
+    def _views(
+        self,
+        x: torch.Tensor | ScaledRows,
+        batch: torch.Tensor,
+        rows: torch.Tensor,
+        mine: torch.Tensor,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]:
+        """What the clustering terms compare q(y|x) of `batch` (B, D) with: a random affine
+        copy (B, D), a random one of each row's neighbours (B, D), and the adversarial probe
+        (B, D) with each row's step length (B,); None where the term is off. `rows` are the
+        global batch's, `mine` this rank's positions in it: the draws are made for the whole
+        global batch, so that every rank draws the same numbers."""
+        cfg = self.config
+        moved = neighbour = adversary = None
+        if cfg.w_consistency > 0:
+            params = augment.random_affine_params(len(rows), self.device)[mine]
+            moved = augment.transform(batch, self.model.config.image_shape, params)
+        if self.neighbours is not None:
+            pick = torch.randint(cfg.n_neighbours, (len(rows),), device=self.device)[mine]
+            neighbour = self._batch(x, self.neighbours[rows[mine], pick])
+        if self.adversarial_length is not None:
+            probe = torch.randn(len(rows), batch.shape[1], device=self.device)[mine]
+            probe = probe * (self.probe_length / probe.norm(dim=1, keepdim=True))
+            adversary = (probe, self.adversarial_length[rows[mine]])
+        return moved, neighbour, adversary
+
+    def _objective(
+        self,
+        terms: dict[str, torch.Tensor],
+        rows: torch.Tensor,
+        mine: torch.Tensor,
+        labels: torch.Tensor | None,
+        kl_weight: float,
+        done: int,
+    ) -> torch.Tensor:
+        """This rank's part of the step's loss: the weighted ELBO and each clustering term that
+        is on. `done` (steps taken, this one included) paces the neighbour term's warm-up."""
+        cfg = self.config
+        # Each rank's mean weighted by its share: DDP's average is the global batch's mean.
+        share = len(mine) * self.world.size / len(rows)
+        w_gauss, w_cat = kl_weight * cfg.w_gauss, kl_weight * cfg.w_cat
+        loss = weighted_loss(terms, cfg.w_rec, w_gauss, w_cat) * share
+        if cfg.w_consistency > 0:
+            loss = loss + cfg.w_consistency * terms["consistency"].mean() * share
+        if self.neighbours is not None:
+            weight = cfg.w_neighbours * min(1.0, done / max(cfg.neighbour_warmup, 1))
+            loss = loss + weight * terms["neighbour"].mean() * share
+        if self.adversarial_length is not None:
+            loss = loss + cfg.w_adversarial * terms["adversarial"].mean() * share
+        if cfg.w_confidence > 0:
+            log_q = terms["logits"].log_softmax(-1)
+            entropy = -(log_q.exp() * log_q).sum(-1)
+            loss = loss + cfg.w_confidence * entropy.mean() * share
+        if labels is not None and cfg.w_labelled > 0:
+            # The mean over the global batch's labelled rows (at least labelled_batch_size).
+            known = (labels[rows] >= 0).sum()
+            loss = loss + cfg.w_labelled * terms["labelled"].sum() * self.world.size / known
+        if cfg.w_balance > 0:  # over this rank's part of the batch
+            loss = loss + cfg.w_balance * usage_shortfall(terms["logits"])
+        return loss
 
     def name_clusters(self, x: torch.Tensor | ScaledRows) -> int:
         """Renames the clusters so that cluster k is where class k's labelled examples'
