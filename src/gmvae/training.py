@@ -565,7 +565,7 @@ class Trainer:
         kl_weight: float,
         done: int,
     ) -> torch.Tensor:
-        """This rank's part of the step's loss: the weighted ELBO and each clustering term that
+        """This rank's part of the step's loss: the weighted ELBO and each other term that
         is on. `done` (steps taken, this one included) paces the neighbour term's warm-up."""
         cfg = self.config
         # Each rank's mean weighted by its share: DDP's average is the global batch's mean.
