@@ -14,6 +14,7 @@ Only rank 0 prints, evaluates and writes files.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -24,6 +25,7 @@ from gmvae.errors import GMVAEError
 
 # A rank that waits this long on the others (a hung or dead peer) fails instead of hanging.
 TIMEOUT_SECONDS = float(os.environ.get("GMVAE_DIST_TIMEOUT", "600"))
+WORKERS_FINISH_SECONDS = 0.1  # far more than the microseconds gloo's threads need (teardown)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,13 @@ def setup(device_name: str) -> tuple[World, torch.device]:
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+        # gloo's worker threads let go of a collective's tensors just after the call returns,
+        # and need the GIL for that. A rank that exits straight after its last collective (one
+        # with nothing left to do while rank 0 writes the results) could shut Python down
+        # under them, which aborts it: 'terminate called without an active exception'
+        # (seen about one exit in three). destroy_process_group does not join those threads
+        # once DDP has held the group, so give up the GIL for a moment and let them finish.
+        time.sleep(WORKERS_FINISH_SECONDS)
 
 
 def all_sum(tensor: torch.Tensor, world: World) -> torch.Tensor:
