@@ -25,7 +25,6 @@ from gmvae.errors import GMVAEError
 
 # A rank that waits this long on the others (a hung or dead peer) fails instead of hanging.
 TIMEOUT_SECONDS = float(os.environ.get("GMVAE_DIST_TIMEOUT", "600"))
-WORKERS_FINISH_SECONDS = 0.1  # far more than the microseconds gloo's threads need (teardown)
 
 
 @dataclass(frozen=True)
@@ -91,8 +90,9 @@ def teardown() -> None:
         # with nothing left to do while rank 0 writes the results) could shut Python down
         # under them, which aborts it: 'terminate called without an active exception'
         # (seen about one exit in three). destroy_process_group does not join those threads
-        # once DDP has held the group, so give up the GIL for a moment and let them finish.
-        time.sleep(WORKERS_FINISH_SECONDS)
+        # once DDP has held the group, so give up the GIL for a moment and let them finish
+        # (they need microseconds).
+        time.sleep(0.1)
 
 
 def all_sum(tensor: torch.Tensor, world: World) -> torch.Tensor:
