@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from gmvae import inference
-from gmvae.checkpoint import atomic_write, load_model, save_model
+from gmvae.checkpoint import load_model, save_model
 from gmvae.errors import GMVAEError
 from gmvae.model import GMVAENet, ModelConfig
+from gmvae.storage import atomic_write
 
 
 @pytest.fixture

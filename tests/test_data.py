@@ -11,11 +11,10 @@ from gmvae.data import (
     download_idx,
     find_idx,
     load_mnist,
-    parse_idx,
-    read_idx,
     read_inputs,
 )
 from gmvae.errors import GMVAEError
+from gmvae.files import parse_idx, read_idx
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

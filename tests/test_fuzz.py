@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gmvae.checkpoint import load_model, load_training_state, save_model, save_training_state
-from gmvae.data import parse_idx, read_idx, read_inputs
+from gmvae.data import read_inputs
 from gmvae.errors import GMVAEError
-from gmvae.files import read_data
+from gmvae.files import parse_idx, read_data, read_idx
 from gmvae.model import GMVAENet, ModelConfig
 
 FUZZ = settings(

@@ -1,4 +1,4 @@
-"""Files on disk: atomic writes, the saved model (safetensors weights + JSON config) and the
+"""Files on disk: the saved model (safetensors weights + JSON config) and the
 training state behind `--resume`.
 
 Loading never runs code from the files: weights are plain tensors, configs plain JSON, and the
@@ -9,8 +9,6 @@ plain containers.
 from __future__ import annotations
 
 import io
-import json
-import os
 from pathlib import Path
 
 import torch
@@ -21,43 +19,12 @@ from gmvae import __version__
 from gmvae.errors import GMVAEError
 from gmvae.model import GMVAENet, ModelConfig
 from gmvae.preprocessing import Scaling
+from gmvae.storage import atomic_write, read_json, write_json
 
 MODEL_FORMAT = "gmvae-model"
 MODEL_FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.json"
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename over it: readers see the old
-    file or the whole new one, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, obj: dict) -> None:
-    atomic_write(path, json.dumps(obj, indent=2) + "\n")
-
-
-def read_json(path: Path) -> dict:
-    try:
-        obj = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise GMVAEError(f"{path} not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise GMVAEError(f"{path} is not readable JSON: {err}") from None
-    if not isinstance(obj, dict):
-        raise GMVAEError(f"{path} does not hold a JSON object")
-    return obj
 
 
 def save_model(model: GMVAENet, folder: Path, scaling: Scaling | None = None) -> None:

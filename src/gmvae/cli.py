@@ -26,10 +26,12 @@ DERIVED_FIELDS = {"x_dim", "image_shape"}
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 
-def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, section: str) -> None:
-    """A flag per field; unset flags stay out of the namespace so presets can fill them."""
+def _add_dataclass_flags(
+    parser: argparse.ArgumentParser, cls: type, section: str, defaults: object
+) -> None:
+    """A flag per field, its help showing `defaults` (the default preset's values); unset flags
+    stay out of the namespace so presets can fill them."""
     group = parser.add_argument_group(f"{section} settings")
-    defaults = cls()
     for f in dataclasses.fields(cls):
         if f.name in DERIVED_FIELDS:
             continue
@@ -41,13 +43,14 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, section: st
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         else:
-            group.add_argument(flag, type=kind, choices=f.metadata.get("choices"), **common)
+            metavar = None if f.metadata.get("choices") else f.name.upper()
+            group.add_argument(
+                flag, type=kind, choices=f.metadata.get("choices"), metavar=metavar, **common
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gmvae.experiment import DEFAULT_PRESET, PRESETS, DataConfig
-    from gmvae.model import ModelConfig
-    from gmvae.training import TrainConfig
+    from gmvae.settings import DEFAULT_PRESET, PRESETS, SECTIONS, ExperimentConfig
 
     parser = argparse.ArgumentParser(prog="gmvae", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"gmvae {__version__}")
@@ -73,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--tensorboard", action="store_true", help="also log to RUN/tensorboard (needs tensorboard)"
     )
-    for cls, section in ((DataConfig, "data"), (ModelConfig, "model"), (TrainConfig, "train")):
-        _add_dataclass_flags(train, cls, section)
+    defaults = ExperimentConfig.from_preset(DEFAULT_PRESET)
+    for section, cls in SECTIONS.items():
+        _add_dataclass_flags(train, cls, section, getattr(defaults, section))
     train.set_defaults(func=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="recompute test metrics from a saved run")
@@ -100,7 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     datasets = commands.add_parser("datasets", help="list the named datasets and where they are")
     datasets.set_defaults(func=cmd_datasets)
 
-    select = commands.add_parser("select-k", help="train a short model per K and compare them")
+    select = commands.add_parser(
+        "select-k", help="train a short model per K, as `gmvae train --preset` would, and compare"
+    )
+    select.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default=DEFAULT_PRESET,
+        help="the settings and objective each model trains with, as for gmvae train",
+    )
     select.add_argument("--data", default="mnist", help="a named dataset or a file")
     select.add_argument("--data-dir")
     select.add_argument("--label-column")
@@ -123,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def setting_overrides(args: argparse.Namespace) -> dict[str, dict]:
     """The settings flags given to `gmvae train`: {"data"|"model"|"train": {field: value}}."""
-    overrides: dict[str, dict] = {"data": {}, "model": {}, "train": {}}
+    from gmvae.settings import SECTIONS
+
+    overrides: dict[str, dict] = {section: {} for section in SECTIONS}
     for key, value in vars(args).items():
         if "." in key:
             section, name = key.split(".", 1)
@@ -133,8 +147,9 @@ def setting_overrides(args: argparse.Namespace) -> dict[str, dict]:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from gmvae import distributed
-    from gmvae.checkpoint import read_json
-    from gmvae.experiment import ExperimentConfig, Output, resume_experiment, run_experiment
+    from gmvae.experiment import Output, resume_experiment, run_experiment
+    from gmvae.settings import ExperimentConfig
+    from gmvae.storage import read_json
     from gmvae.training import TrainingInterrupted
 
     overrides = setting_overrides(args)
@@ -185,8 +200,9 @@ def _load_run(run: Path, device: str):
 
 def _run_data(run: Path, data_dir: str | None):
     """The data a run was trained on (read again as its config.json says) and its seed."""
-    from gmvae.checkpoint import read_json
-    from gmvae.experiment import DataConfig, load_data
+    from gmvae.assembly import load_data
+    from gmvae.settings import DataConfig
+    from gmvae.storage import read_json
 
     saved = read_json(run / "config.json")
     try:
@@ -220,8 +236,9 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from gmvae import inference
-    from gmvae.checkpoint import atomic_write, load_scaling, read_json
+    from gmvae.checkpoint import load_scaling
     from gmvae.data import read_inputs
+    from gmvae.storage import atomic_write, read_json
 
     model = _load_run(args.run, args.device)
     label_column = read_json(args.run / "config.json").get("data", {}).get("label_column")
@@ -261,37 +278,27 @@ def cmd_datasets(args: argparse.Namespace) -> None:
         print(f"{name:<15} {where}")
 
 
-def parse_int_range(text: str, flag: str = "--k") -> list[int]:
-    """'2-20' -> 2..20; '5,10,15' -> [5, 10, 15]; non-negative values only."""
-    try:
-        if "-" in text:
-            low, high = (int(v) for v in text.split("-"))
-            values = list(range(low, high + 1))
-        else:
-            values = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise GMVAEError(
-            f"{flag} {text!r}: expected a range like 2-20 or a list like 5,10"
-        ) from None
-    if not values or min(values) < 0:
-        raise GMVAEError(f"{flag} {text!r}: expected non-negative numbers")
-    return values
-
-
 def cmd_select_k(args: argparse.Namespace) -> None:
-    from gmvae.experiment import DataConfig, load_data
+    from gmvae.assembly import load_data
     from gmvae.selection import select_k
+    from gmvae.settings import ExperimentConfig, parse_int_range
 
-    config = DataConfig(
-        data=args.data,
-        data_dir=args.data_dir,
-        label_column=args.label_column,
-        train_subset=args.train_subset,
+    config = ExperimentConfig.from_preset(
+        args.preset,
+        {
+            "data": {
+                "data": args.data,
+                "data_dir": args.data_dir,
+                "label_column": args.label_column,
+                "train_subset": args.train_subset,
+            },
+            "train": {"epochs": args.epochs, "seed": args.seed, "device": args.device},
+        },
     )
     ks = parse_int_range(args.k)
     if min(ks) < 1:
         raise GMVAEError(f"--k {args.k!r}: every K must be at least 1")
-    select_k(load_data(config, args.seed), ks, args.epochs, args.seed, args.device, args.out)
+    select_k(load_data(config.data, args.seed), ks, config, args.out)
 
 
 def main(argv: list[str] | None = None) -> None:

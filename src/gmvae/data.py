@@ -7,19 +7,17 @@ model's Scaling. Labels, int64 (N,) or None, are only ever used for evaluation.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import urllib.error
 import urllib.request
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from gmvae.errors import GMVAEError
-from gmvae.files import TABLE_SUFFIXES, read_data
+from gmvae.files import TABLE_SUFFIXES, parse_idx, read_bytes, read_data
 from gmvae.preprocessing import ScaledRows, Scaling, prepare
 
 
@@ -88,9 +86,6 @@ FASHION_MNIST = IdxSource(
 IDX_SOURCES = {source.name: source for source in (MNIST, FASHION_MNIST)}
 VENDORED_MNIST = MNIST.local_dirs[0]
 
-# IDX type codes (http://yann.lecun.com/exdb/mnist/) -> big-endian numpy dtypes.
-_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
 
 @dataclass
 class Dataset:
@@ -112,42 +107,6 @@ class Dataset:
     # -1 where unknown (gmvae.labels). None for clustering, which trains on no label at all.
     train_labels: np.ndarray | None = None
     label_names: list[str] | None = None  # a file's original label of each class index
-
-
-def parse_idx(raw: bytes, source: str) -> np.ndarray:
-    """Decode the bytes of an (uncompressed) IDX file; `source` names it in errors."""
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise GMVAEError(f"{source} is not an IDX file (bad magic number)")
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
-        raise GMVAEError(f"{source} is not a valid IDX file (truncated header)")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape)) * dtype.itemsize
-    if len(raw) != expected:
-        raise GMVAEError(
-            f"{source} is truncated or corrupt: {len(raw)} bytes, expected {expected} "
-            f"for shape {shape}"
-        )
-    array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
-    return array.astype(dtype.newbyteorder("="))  # native byte order, and a writable copy
-
-
-def read_bytes(path: Path) -> bytes:
-    """Read a file, transparently gunzipping it when it starts with the gzip magic."""
-    try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
-        raise GMVAEError(f"cannot read {path}: {err}") from None
-    return raw
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file, plain or gzip-compressed."""
-    return parse_idx(read_bytes(path), str(path))
 
 
 def _find_file(folder: Path, name: str) -> Path | None:

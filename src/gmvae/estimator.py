@@ -1,9 +1,8 @@
-"""`GMVAE`: the scikit-learn-style estimator, a thin layer over the network and the trainer."""
+"""`GMVAE`: the scikit-learn-style estimator, a thin layer over the assembly of a run."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +12,14 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from gmvae import distributed, inference
-from gmvae.checkpoint import atomic_write, load_model, load_scaling, read_json, save_model
+from gmvae.assembly import assemble
+from gmvae.checkpoint import load_model, load_scaling, save_model
 from gmvae.distributed import resolve_device
 from gmvae.errors import GMVAEError
 from gmvae.labels import check_labels
-from gmvae.model import GMVAENet
-from gmvae.preprocessing import ScaledRows, prepare, value_range
-from gmvae.training import Trainer
+from gmvae.preprocessing import ScaledRows, prepare
+from gmvae.settings import ExperimentConfig
+from gmvae.storage import atomic_write, read_json
 
 ESTIMATOR_FILE = "estimator.json"
 
@@ -103,49 +103,43 @@ class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
         values = self._values(X, reset=True)
         is_image = values.ndim >= 3
         x, image_shape, scaling = prepare(values, is_image, what="X")
-        if len(x) < max(self.n_clusters, 2):  # a batch needs two (batch normalisation)
-            raise GMVAEError(f"{len(x)} samples for {self.n_clusters} clusters; at least 2 needed")
         labels = None
         if self.semi_supervised:
             if y is None:
                 raise GMVAEError("semi_supervised=True needs y: a class per row, -1 if unknown")
             labels = check_labels(y, len(x), self.n_clusters)
-        from gmvae.experiment import ExperimentConfig  # the presets; imported only to fit
-
-        preset = ExperimentConfig.from_preset(self.preset)
-        low, high = value_range(x)
-        config = replace(
-            preset.model,
-            n_clusters=self.n_clusters,
-            z_dim=self.latent_dim,
-            hidden_dim=self.hidden_dim,
-            likelihood=self.likelihood,
-            architecture=self.architecture,
-        ).resolve(x.shape[1], image_shape, unit_range=low >= 0 and high <= 1)
-        if config.architecture == "conv":  # the preset's q(y|x) settings are the MLP's
-            config = replace(config, y_hidden_dim=0, y_batch_norm=False)
         # Drawn from random_state: under torchrun give an int so every rank draws the same.
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))
         given = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.learning_rate}
-        train_config = replace(
-            preset.train,
-            **{name: value for name, value in given.items() if value is not None},
-            seed=seed,
-            device=self.device,
-            checkpoint_every=0,
+        config = ExperimentConfig.from_preset(
+            self.preset,
+            {
+                "model": {
+                    "n_clusters": self.n_clusters,
+                    "z_dim": self.latent_dim,
+                    "hidden_dim": self.hidden_dim,
+                    "likelihood": self.likelihood,
+                    "architecture": self.architecture,
+                },
+                "train": {
+                    **{name: value for name, value in given.items() if value is not None},
+                    "seed": seed,
+                    "device": self.device,
+                    "checkpoint_every": 0,
+                },
+            },
         )
         # Under torchrun every process trains its share of each batch (DDP); else one process.
-        world, device = distributed.setup(self.device)
-        torch.manual_seed(seed)
-        trainer = Trainer(GMVAENet(config), train_config, device, world=world)
+        world, _ = distributed.setup(self.device)
+        trainer = assemble(config, x, image_shape, labels, world)
         data = torch.as_tensor(x) if isinstance(x, np.ndarray) else x
         self.history_ = trainer.fit(data, progress=self.verbose > 0, labels=labels)
         self.model_ = trainer.model.eval()
         self.scaling_ = scaling
         self.input_shape_ = tuple(values.shape[1:])
         self.image_shape_ = image_shape
-        self.likelihood_ = config.likelihood
-        self.architecture_ = config.architecture
+        self.likelihood_ = trainer.model.config.likelihood
+        self.architecture_ = trainer.model.config.architecture
         self.n_iter_ = len(self.history_)
         self.labels_ = inference.cluster_probabilities(self.model_, x).argmax(1)
         return self

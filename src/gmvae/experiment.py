@@ -24,102 +24,33 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from gmvae import __version__, inference, plots
-from gmvae.checkpoint import atomic_write, read_json, save_model, write_json
-from gmvae.data import NAMED_DATASETS, Dataset, open_dataset
-from gmvae.distributed import World, broadcast, resolve_device
+from gmvae.assembly import assemble, load_data
+from gmvae.checkpoint import save_model
+from gmvae.data import Dataset
+from gmvae.distributed import World, broadcast
 from gmvae.errors import GMVAEError
-from gmvae.labels import LABELLED_FILE, check_labels, draw_per_class, read_labelled, write_labelled
+from gmvae.labels import LABELLED_FILE, read_labelled, write_labelled
 from gmvae.metrics import clustering_scores, contingency, hungarian_match, usage_entropy
-from gmvae.model import GMVAENet, ModelConfig
-from gmvae.preprocessing import ScaledRows, value_range
+from gmvae.model import GMVAENet
+from gmvae.objective import TERM_NAMES
+from gmvae.preprocessing import ScaledRows
 from gmvae.report import write_report
 from gmvae.selection import choose_start
-from gmvae.training import TrainConfig, Trainer
+from gmvae.settings import DataConfig, ExperimentConfig
+from gmvae.storage import atomic_write, read_json, write_json
+from gmvae.training import Trainer
 
-# The reference project's settings are the dataclass defaults (K=10, z_dim=64, width 512,
-# batch 64, Adam 1e-3, BCE, 50 epochs, seed 0); a preset lists only what differs from them.
-# "default" trains q(y|x) as IMSAT does (Hu et al. 2017: a wide batch-normalised MLP; agreement
-# under the small perturbation that would change it most; confident and balanced clusters) and
-# lets the ELBO fit the rest of the GMVAE to those clusters: measured in
-# benchmarks/results/clustering/, where the ELBO's own gradient on q(y|x) cost accuracy.
-PRESETS: dict[str, dict[str, dict]] = {
-    "reference": {},
-    "default": {
-        "model": {"y_hidden_dim": 1200, "y_batch_norm": True},
-        "train": {
-            "epochs": 15,
-            "batch_size": 256,
-            "lr": 2e-3,
-            "elbo_to_clusters": False,
-            "w_adversarial": 1.0,
-            "w_confidence": 0.1,
-            "w_balance": 0.4,
-        },
-    },
-}
-DEFAULT_PRESET = "default"
 TSNE_POINTS = 2000
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 RESTARTS_FILE = "restarts.csv"  # a row per --restarts candidate
-
-
-@dataclass
-class DataConfig:
-    data: str = field(
-        default="mnist",
-        metadata={
-            "help": f"a named dataset ({', '.join(NAMED_DATASETS)}) or a file (.npy, .npz, "
-            ".csv, .tsv, .parquet, IDX) or folder of images"
-        },
-    )
-    data_dir: str | None = field(
-        default=None, metadata={"help": "folder holding a named dataset's files"}
-    )
-    label_column: str | None = field(
-        default=None,
-        metadata={"help": "a table's label column: for evaluation only, unless semi-supervised"},
-    )
-    semi_supervised: bool = field(
-        default=False,
-        metadata={
-            "help": "train with the training labels (a table's --label-column, where empty cells "
-            "are unlabelled rows, or an .npz's y, where -1 is): cluster k is then class k"
-        },
-    )
-    labels_per_class: int | None = field(
-        default=None,
-        metadata={
-            "help": "semi-supervised with only N training labels per class, drawn with the "
-            "seed (saved in RUN/labelled.csv); the other examples are unlabelled"
-        },
-    )
-    labelled_classes: str | None = field(
-        default=None,
-        metadata={
-            "help": "semi-supervised with the labels of these classes only (e.g. 0-4 or 1,3): "
-            "the other classes are left to find clusters of their own"
-        },
-    )
-    blobs_samples: int = field(default=1000, metadata={"help": "blobs: number of samples"})
-    blobs_features: int = field(default=2, metadata={"help": "blobs: number of features"})
-    blobs_centers: int = field(default=3, metadata={"help": "blobs: number of centers"})
-    train_subset: int | None = field(
-        default=None, metadata={"help": "use only the first N training images (quick runs)"}
-    )
-    test_subset: int | None = field(
-        default=None, metadata={"help": "evaluate on only the first N test images"}
-    )
-    monitor_size: int = field(
-        default=10000, metadata={"help": "training images scored each epoch (ACC/NMI/ARI)"}
-    )
 
 
 @dataclass
@@ -129,80 +60,6 @@ class Output:
     log: str = "text"  # text: a line per epoch; json: a JSON object per epoch; quiet: nothing
     tensorboard: bool = False  # also TensorBoard event files in RUN/tensorboard
     progress: bool | None = None  # a bar per epoch; default: on a terminal unless quiet
-
-
-@dataclass
-class ExperimentConfig:
-    data: DataConfig
-    model: ModelConfig
-    train: TrainConfig
-    preset: str = DEFAULT_PRESET
-
-    @classmethod
-    def from_preset(cls, name: str, overrides: dict[str, dict] | None = None) -> ExperimentConfig:
-        """The preset's settings with `overrides` ({"data"|"model"|"train": {field: value}})."""
-        if name not in PRESETS:
-            raise GMVAEError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
-        sections = {"data": DataConfig(), "model": ModelConfig(), "train": TrainConfig()}
-        for layer in (PRESETS[name], overrides or {}):
-            for section, values in layer.items():
-                sections[section] = replace(sections[section], **values)
-        return cls(preset=name, **sections)
-
-
-def is_semi_supervised(config: DataConfig) -> bool:
-    return (
-        config.semi_supervised
-        or config.labels_per_class is not None
-        or config.labelled_classes is not None
-    )
-
-
-def load_data(config: DataConfig, seed: int = 0) -> Dataset:
-    """The dataset, cut to the configured subsets; for semi-supervised runs, with the training
-    labels training may use (train_labels: all the data's, or `labels_per_class` of each class
-    drawn with `seed`)."""
-    for name in ("train_subset", "test_subset"):
-        if getattr(config, name) is not None and getattr(config, name) < 1:
-            raise GMVAEError(f"{name} must be at least 1")
-    data = open_dataset(
-        config.data,
-        Path(config.data_dir) if config.data_dir else None,
-        config.label_column,
-        (config.blobs_samples, config.blobs_features, config.blobs_centers),
-        seed,
-        empty_labels=is_semi_supervised(config),
-    )
-
-    def cut(array, n):  # slicing ScaledRows would read the whole file: only cut when asked
-        return array if array is None or n is None else array[:n]
-
-    n_train, n_test = config.train_subset, config.test_subset
-    data = replace(
-        data,
-        x_train=cut(data.x_train, n_train),
-        y_train=cut(data.y_train, n_train),
-        x_test=cut(data.x_test, n_test),
-        y_test=cut(data.y_test, n_test),
-    )
-    if not is_semi_supervised(config):
-        return data
-    if data.y_train is None:
-        raise GMVAEError(
-            f"semi-supervised training needs labels, and {config.data} has none here: name a "
-            "table's label column with --label-column, or give an .npz a y array (-1: unlabelled)"
-        )
-    labels = data.y_train
-    if config.labels_per_class is not None:
-        labels = draw_per_class(labels, config.labels_per_class, seed)
-    if config.labelled_classes is not None:
-        from gmvae.cli import parse_int_range
-
-        kept = parse_int_range(config.labelled_classes, "--labelled-classes")
-        labels = np.where(np.isin(labels, kept), labels, -1)
-    if (data.y_train < 0).any():  # a table with unlabelled rows: no labels to score with
-        data = replace(data, y_train=None, y_test=None)
-    return replace(data, train_labels=labels)
 
 
 def git_commit() -> str | None:
@@ -255,10 +112,12 @@ def run_bytes_needed(model: GMVAENet) -> int:
 
 
 def write_metrics(path: Path, history: list[dict]) -> None:
-    """A CSV of dicts with the first one's keys (metrics.csv: a row per epoch, rewritten whole
-    and atomically after every epoch: never half a row)."""
+    """A CSV of dicts with every key any of them has, in the order they first appear, blank
+    where a row lacks one (metrics.csv: a row per epoch, rewritten whole and atomically after
+    every epoch: never half a row)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     writer.writerows(history)
     atomic_write(path, buffer.getvalue())
@@ -324,33 +183,15 @@ def run_experiment(
     world = world or World()
     if world.size == 1:  # cheap checks first (several ranks leave it all to rank 0, below)
         check_run_folder(out)
-    device = resolve_device(config.train.device)
-    config.train.validate()
     data = load_data(config.data, config.train.seed)
-    low, high = value_range(data.x_train)
-    model_config = config.model.resolve(
-        data.x_train.shape[1], data.image_shape, unit_range=low >= 0 and high <= 1
+    trainer = assemble(
+        config, data.x_train, data.image_shape, data.train_labels, world, out / CHECKPOINT_FILE
     )
-    model_config.validate()
-    if model_config.image_shape is None:  # a table: no image to move, so no consistency term
-        config = replace(config, train=replace(config.train, w_consistency=0.0))
-    if len(data.x_train) < model_config.n_clusters:
-        raise GMVAEError(
-            f"{len(data.x_train)} training examples for {model_config.n_clusters} clusters"
-        )
-    if data.train_labels is not None:
-        check_labels(data.train_labels, len(data.x_train), model_config.n_clusters)
-    if config.train.restarts > 1 and (
-        data.train_labels is not None or isinstance(data.x_train, ScaledRows)
-    ):
-        raise GMVAEError("--restarts is for unlabelled training on data that fits in memory")
-    torch.manual_seed(config.train.seed)
-    model = GMVAENet(model_config)
     error = None
     if world.is_main:
         try:
-            create_run_folder(out, run_bytes_needed(model))
-            write_json(out / CONFIG_FILE, run_record(config, model_config, data, device, command))
+            create_run_folder(out, run_bytes_needed(trainer.model))
+            write_json(out / CONFIG_FILE, run_record(config, trainer, data, command))
             if data.train_labels is not None:
                 write_labelled(out / LABELLED_FILE, data.train_labels)
         except GMVAEError as err:
@@ -358,39 +199,32 @@ def run_experiment(
     error = broadcast(error, world)  # every rank stops if rank 0 could not start
     if error is not None:
         raise GMVAEError(error)
-    device = world_device(device, world)
-    if config.train.restarts > 1:
-        restarts = choose_start(model, config.train, data.x_train, device, world, data.y_train)
+    if trainer.config.restarts > 1:
+        used = settings_used(config, trainer)
+        restarts = choose_start(trainer, used, data.x_train, data.image_shape, data.y_train)
         if world.is_main:
             write_metrics(out / RESTARTS_FILE, restarts)
-    trainer = Trainer(model, config.train, device, out / CHECKPOINT_FILE, world)
     return train_and_report(trainer, data, config.data, out, output or Output())
 
 
-def world_device(device: torch.device, world: World) -> torch.device:
-    """This rank's GPU (its local rank) when training on CUDA across processes."""
-    if device.type == "cuda" and world.size > 1:
-        return torch.device("cuda", torch.cuda.current_device())
-    return device
+def settings_used(config: ExperimentConfig, trainer: Trainer) -> ExperimentConfig:
+    """`config` as `trainer` was assembled from it: fitted to the data."""
+    return replace(
+        config, model=trainer.model.config, objective=trainer.objective.config, train=trainer.config
+    )
 
 
 def run_record(
-    config: ExperimentConfig,
-    model_config: ModelConfig,
-    data: Dataset,
-    device: torch.device,
-    command: list[str] | None,
+    config: ExperimentConfig, trainer: Trainer, data: Dataset, command: list[str] | None
 ) -> dict:
-    """config.json: every setting, the data's size, versions, commit and device."""
+    """config.json: every setting as the run uses it, the data's size, versions, commit and
+    device."""
     return {
         "command": command,
-        "preset": config.preset,
-        "data": asdict(config.data),
-        "model": model_config.to_dict(),
-        "train": asdict(config.train),
+        **settings_used(config, trainer).to_dict(),
         "n_train": len(data.x_train),
         "n_test": len(data.x_test),
-        "device": str(device),
+        "device": str(trainer.device),
         "processes": int(os.environ.get("WORLD_SIZE", "1")),
         "gmvae_version": __version__,
         "torch_version": torch.__version__,
@@ -411,30 +245,23 @@ def resume_experiment(
     world = world or World()
     if (out / "results.json").exists():
         raise GMVAEError(f"run {out} has already finished (results.json exists)")
-    saved = read_json(out / CONFIG_FILE)
     try:
-        data_config = DataConfig(**saved["data"])
-        model_config = ModelConfig.from_dict(saved["model"])
-        train_config = TrainConfig(**saved["train"])
-    except (KeyError, TypeError) as err:
-        raise GMVAEError(f"{out / CONFIG_FILE} is not a gmvae run config: {err}") from None
+        config = ExperimentConfig.from_dict(read_json(out / CONFIG_FILE))
+    except GMVAEError as err:
+        raise GMVAEError(f"{out / CONFIG_FILE}: {err}") from None
     if device is not None:
-        train_config = replace(train_config, device=device)
-    data = load_data(data_config, train_config.seed)
+        config = replace(config, train=replace(config.train, device=device))
+    data = load_data(config.data, config.train.seed)
     if data.train_labels is not None:  # the run's own draw, as it was saved
         data = replace(data, train_labels=read_labelled(out / LABELLED_FILE, len(data.x_train)))
-    trainer = Trainer(
-        GMVAENet(model_config),
-        train_config,
-        world_device(resolve_device(train_config.device), world),
-        out / CHECKPOINT_FILE,
-        world,
+    trainer = assemble(
+        config, data.x_train, data.image_shape, data.train_labels, world, out / CHECKPOINT_FILE
     )
     trainer.resume()
     output = output or Output()
     if world.is_main and output.log == "text":
-        print(f"resuming {out} after epoch {len(trainer.history)} of {train_config.epochs}")
-    return train_and_report(trainer, data, data_config, out, output)
+        print(f"resuming {out} after epoch {len(trainer.history)} of {config.train.epochs}")
+    return train_and_report(trainer, data, config.data, out, output)
 
 
 @contextmanager
@@ -496,10 +323,11 @@ def train_and_report(
         elif output.log == "text":
             keys = ("accuracy", "acc", "nmi", "ari")
             scores = "".join(f"  {k} {row[k]:5.1f}" for k in keys if k in row)
+            terms = "".join(f" {k} {row[k]:.3g}" for k in TERM_NAMES if k in row)
             print(
-                f"epoch {row['epoch']:>3}/{config.epochs}  loss {row['loss']:9.3f}  "
-                f"tau {row['tau']:.3f}{scores}  usage {row['usage_entropy']:.2f}  "
-                f"{row['seconds']:.1f}s",
+                f"epoch {row['epoch']:>3}/{config.epochs}  loss {row['loss']:9.3f} "
+                f"({terms.strip()})  tau {row['tau']:.3f}{scores}  "
+                f"usage {row['usage_entropy']:.2f}  {row['seconds']:.1f}s",
                 flush=True,
             )
 

@@ -5,6 +5,8 @@ only). Any damage is a GMVAEError naming the file."""
 from __future__ import annotations
 
 import csv
+import gzip
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,9 +56,7 @@ def read_data(
         return read_delimited(path, label_column, delimiter, need_label, empty_labels)
     if suffix == ".parquet":
         return read_parquet(path, label_column, need_label, empty_labels)
-    from gmvae.data import read_idx  # IDX, plain or gzipped, whatever the name
-
-    return _from_array(read_idx(path))
+    return _from_array(read_idx(path))  # IDX, plain or gzipped, whatever the name
 
 
 def _from_array(array: np.ndarray) -> RawData:
@@ -215,3 +215,43 @@ def read_image_folder(folder: Path) -> RawData:
     if all(str(c) != "." for c in classes):
         raw.labels, raw.label_names = encode_labels(np.array([str(c) for c in classes]), folder)
     return raw
+
+
+# IDX type codes (http://yann.lecun.com/exdb/mnist/) -> big-endian numpy dtypes.
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def parse_idx(raw: bytes, source: str) -> np.ndarray:
+    """Decode the bytes of an (uncompressed) IDX file; `source` names it in errors."""
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise GMVAEError(f"{source} is not an IDX file (bad magic number)")
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise GMVAEError(f"{source} is not a valid IDX file (truncated header)")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(shape)) * dtype.itemsize
+    if len(raw) != expected:
+        raise GMVAEError(
+            f"{source} is truncated or corrupt: {len(raw)} bytes, expected {expected} "
+            f"for shape {shape}"
+        )
+    array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    return array.astype(dtype.newbyteorder("="))  # native byte order, and a writable copy
+
+
+def read_bytes(path: Path) -> bytes:
+    """Read a file, transparently gunzipping it when it starts with the gzip magic."""
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+        raise GMVAEError(f"cannot read {path}: {err}") from None
+    return raw
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file, plain or gzip-compressed."""
+    return parse_idx(read_bytes(path), str(path))

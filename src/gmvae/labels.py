@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from gmvae.checkpoint import atomic_write
 from gmvae.errors import GMVAEError
+from gmvae.storage import atomic_write
 
 UNLABELLED = -1
 LABELLED_FILE = "labelled.csv"  # in the run folder: the labelled training rows and their class

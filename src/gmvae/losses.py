@@ -1,7 +1,5 @@
-"""The terms of the GMVAE objective, each per example, shape (N,).
-
-loss = w_rec * rec + w_gauss * (log q(z|x,y) - log p(z|y)) + w_cat * KL(q(y|x) || uniform)
-"""
+"""Densities and divergences the objective (gmvae.objective) and the ELBO are built from, each
+per example, shape (N,)."""
 
 from __future__ import annotations
 
@@ -48,5 +46,5 @@ def categorical_kl_uniform(logits: torch.Tensor) -> torch.Tensor:
 def weighted_loss(
     terms: dict[str, torch.Tensor], w_rec: float, w_gauss: float, w_cat: float
 ) -> torch.Tensor:
-    """The scalar training loss: the weighted terms, averaged over the batch."""
+    """w_rec * rec + w_gauss * gauss + w_cat * cat, averaged over the batch: a scalar."""
     return (w_rec * terms["rec"] + w_gauss * terms["gauss"] + w_cat * terms["cat"]).mean()

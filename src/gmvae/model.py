@@ -17,7 +17,6 @@ from gmvae.losses import (
     LIKELIHOODS,
     categorical_kl_uniform,
     gaussian_kl,
-    gaussian_log_density,
     reconstruction_nll,
 )
 
@@ -191,6 +190,22 @@ def draw_noise(
     return -(-uniform.log()).log(), torch.randn(n, config.z_dim, device=device)
 
 
+@dataclass
+class NetworkOutput:
+    """One pass of the network: logits (N, K) of q(y|x), the sample y (N, K), q(z|x,y)'s
+    z_mean and z_var (N, Z) with the sample z (N, Z), p(z|y)'s prior_mean and prior_var
+    (N, Z), and `decoded` (N, D): p(x|z)'s logits (bernoulli) or means (gaussian)."""
+
+    logits: torch.Tensor
+    y: torch.Tensor
+    z_mean: torch.Tensor
+    z_var: torch.Tensor
+    z: torch.Tensor
+    prior_mean: torch.Tensor
+    prior_var: torch.Tensor
+    decoded: torch.Tensor
+
+
 class GMVAENet(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -234,15 +249,20 @@ class GMVAENet(nn.Module):
         at [offset, offset + K) along dim. Permuting all of them renames the clusters and
         changes nothing else (the prior over y is uniform, so every term is symmetric in y)."""
         logits = self.y_encoder[-1]  # the last Linear of q(y|x), in both architectures
-        z_input = self.z_encoder[0][0]  # q(z|x,y)'s first Linear: y is its last K inputs
-        k = self.config.n_clusters
+        z_input = self.z_encoder[0][0]
         return [
             (logits.weight, 0, 0),
             (logits.bias, 0, 0),
-            (z_input.weight, 1, z_input.in_features - k),
+            (z_input.weight, 1, z_input.in_features - self.config.n_clusters),
             (self.prior_mean.weight, 1, 0),
             (self.prior_var.weight, 1, 0),
         ]
+
+    def y_input_weight(self) -> torch.Tensor:
+        """The (H, K) weights through which y enters q(z|x,y) (a view: its first Linear's last
+        K input columns)."""
+        z_input = self.z_encoder[0][0]
+        return z_input.weight[:, z_input.in_features - self.config.n_clusters :]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """p(x|z): (N, Z) -> (N, D) logits (bernoulli) or means (gaussian)."""
@@ -258,85 +278,32 @@ class GMVAENet(nn.Module):
         temperature: float,
         hard: bool = False,
         noise: tuple[torch.Tensor, torch.Tensor] | None = None,
-        moved: torch.Tensor | None = None,
-        neighbour: torch.Tensor | None = None,
-        adversary: tuple[torch.Tensor, torch.Tensor] | None = None,
-        elbo_to_clusters: bool = True,
         labels: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """The training objective's terms per example, each (N,), with y drawn by Gumbel-Softmax.
+        detach_clusters: bool = False,
+    ) -> NetworkOutput:
+        """Inference and generation for x (N, D): y drawn from q(y|x) by Gumbel-Softmax at
+        `temperature` (straight-through one-hot when `hard`), z from q(z|x,y), x decoded.
 
-        rec = -log p(x|z); gauss = log q(z|x,y) - log p(z|y); cat = KL(q(y|x) || uniform);
-        also "logits" (N, K) of q(y|x), for statistics such as cluster usage.
-        noise: (gumbel (N, K), normal (N, Z)) to use instead of fresh draws; the trainer passes
+        noise: (gumbel (N, K), normal (N, Z)) to use instead of fresh draws; training passes
         it so that a batch split across processes sees the noise it would see in one process.
-        moved: x slightly transformed (N, D); adds "consistency" = KL(q(y|x) || q(y|moved)),
-        with q(y|x) held fixed as the target.
-        neighbour: a near neighbour of each row of x (N, D); adds "neighbour" =
-        -log sum_y q(y|x) q(y|neighbour), small when both are confidently in the same cluster.
-        adversary: (random steps (N, D), lengths (N,)); adds "adversarial" =
-        KL(q(y|x) || q(y|x + r)) for r of that length in the direction that changes q(y|x) most
-        (virtual adversarial training, as in IMSAT), with q(y|x) held fixed as the target.
-        elbo_to_clusters: False keeps rec, gauss and cat from training q(y|x), which then
-        learns from the other terms alone; "logits" still carries its gradient.
-        labels: (N,) class per row, -1 where unknown (semi-supervised). A labelled row takes its
-        class as y instead of a sample (so cat = KL(one-hot || uniform) = log K, the ELBO of
-        p(x, y)) and adds "labelled" = -log q(y = label | x), 0 on unlabelled rows.
+        labels: (N,) class per row, -1 where unknown: a labelled row takes its class as y.
+        detach_clusters: y carries no gradient to q(y|x) (the returned logits still do).
         """
         if noise is None:
             noise = draw_noise(len(x), self.config, x.device)
         gumbel, normal = noise
         logits = self.cluster_logits(x)
-        elbo_logits = logits if elbo_to_clusters else logits.detach()
-        y = F.softmax((elbo_logits + gumbel) / temperature, dim=-1)
+        sampled_logits = logits.detach() if detach_clusters else logits
+        y = F.softmax((sampled_logits + gumbel) / temperature, dim=-1)
         if hard:  # straight-through: one-hot forward, the soft sample's gradient backward
             y = F.one_hot(y.argmax(-1), y.shape[-1]).to(y.dtype) - y.detach() + y
-        cat = categorical_kl_uniform(elbo_logits)
         if labels is not None:
-            known = labels >= 0
             one_hot = F.one_hot(labels.clamp_min(0), y.shape[-1]).to(y.dtype)
-            y = torch.where(known[:, None], one_hot, y)
-            cat = torch.where(known, math.log(y.shape[-1]), cat)
+            y = torch.where((labels >= 0)[:, None], one_hot, y)
         mean, var = self.encode_z(x, y)
         z = mean + var.sqrt() * normal
         prior_mean, prior_var = self.prior(y)
-        terms = {
-            "rec": reconstruction_nll(x, self.decode(z), self.config.likelihood),
-            "gauss": gaussian_log_density(z, mean, var)
-            - gaussian_log_density(z, prior_mean, prior_var),
-            "cat": cat,
-            "logits": logits,
-        }
-        if labels is not None:
-            nll = F.cross_entropy(logits, labels.clamp_min(0), reduction="none")
-            terms["labelled"] = torch.where(known, nll, torch.zeros_like(nll))
-        if moved is not None:
-            target = F.log_softmax(logits.detach(), -1)
-            moved_log_q = F.log_softmax(self.cluster_logits(moved), -1)
-            terms["consistency"] = (target.exp() * (target - moved_log_q)).sum(-1)
-        if neighbour is not None:
-            log_q = F.log_softmax(logits, -1)
-            log_q_neighbour = F.log_softmax(self.cluster_logits(neighbour), -1)
-            terms["neighbour"] = -torch.logsumexp(log_q + log_q_neighbour, -1)
-        if adversary is not None:
-            terms["adversarial"] = self.adversarial_change(x, logits.detach(), *adversary)
-        return terms
-
-    def adversarial_change(
-        self, x: torch.Tensor, logits: torch.Tensor, probe: torch.Tensor, length: torch.Tensor
-    ) -> torch.Tensor:
-        """KL(q(y|x) || q(y|x + r)) per example (N,), r (N, D) of the given `length` (N,) in the
-        direction where q(y|x) changes fastest, found by one step of power iteration from the
-        random step `probe` (N, D). `logits` (N, K) of q(y|x) are the fixed target."""
-        target = F.log_softmax(logits, -1)
-
-        def change(step: torch.Tensor) -> torch.Tensor:
-            moved = F.log_softmax(self.cluster_logits(x + step), -1)
-            return (target.exp() * (target - moved)).sum(-1)
-
-        probe = probe.detach().requires_grad_()
-        (grad,) = torch.autograd.grad(change(probe).sum(), probe)
-        return change(grad * (length / grad.norm(dim=-1).clamp_min(1e-12))[:, None])
+        return NetworkOutput(logits, y, mean, var, z, prior_mean, prior_var, self.decode(z))
 
     def elbo(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The evidence lower bound per example, (N, D) -> (N,), exact in y.

@@ -79,3 +79,18 @@ def nearest_neighbours(
         distances[inside, own[inside]] = float("inf")  # a row is not its own neighbour
         found.append(pool[distances.topk(k, largest=False).indices])
     return torch.cat(found)
+
+
+class NeighbourSearch:
+    """The nearest neighbours of every row of x (N, D), searched when first asked for and kept:
+    `nearest(k)` for a smaller k is the first k columns of the search already made."""
+
+    def __init__(self, x: torch.Tensor | ScaledRows, seed: int, device: torch.device):
+        self.x, self.seed, self.device = x, seed, device
+        self._found: torch.Tensor | None = None  # (N, k) row indices, nearest first
+
+    def nearest(self, k: int) -> torch.Tensor:
+        """(N, k) row indices on the device, nearest first."""
+        if self._found is None or self._found.shape[1] < k:
+            self._found = nearest_neighbours(self.x, k, self.seed, self.device)
+        return self._found[:, :k]

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
-from gmvae.checkpoint import atomic_write  # noqa: E402
+from gmvae.storage import atomic_write  # noqa: E402
 
 # Paul Tol's "muted" qualitative scheme (distinguishable with common colour-vision
 # deficiencies), then his "light" scheme for up to 20 categories.
@@ -86,19 +86,37 @@ def plot_scores(history: list[dict]) -> plt.Figure:
     return fig
 
 
+# metrics.csv's columns that plot_losses draws, in this order, with their titles.
+LOSS_PANELS = {
+    "loss": "optimised total",
+    "neg_elbo": "negative ELBO",
+    "rec": "reconstruction -log p(x|z)",
+    "gauss": "log q(z|x,y) - log p(z|y)",
+    "cat": "KL(q(y|x) || uniform)",
+    "consistency": "consistency",
+    "neighbour": "neighbour disagreement",
+    "adversarial": "adversarial change",
+    "confidence": "entropy of q(y|x)",
+    "labelled": "labelled cross-entropy",
+    "balance": "balance shortfall",
+    "tau": "Gumbel temperature",
+}
+PANELS_PER_ROW = 6
+
+
 def plot_losses(history: list[dict]) -> plt.Figure:
-    """Each loss term and the Gumbel temperature over epochs, one panel each."""
+    """The optimised total, each of its terms that the run had, and the Gumbel temperature over
+    epochs, one panel each (a term missing from some epochs is a gap there)."""
     epochs = [row["epoch"] for row in history]
-    panels = [
-        ("loss", "weighted loss"),
-        ("rec", "reconstruction -log p(x|z)"),
-        ("gauss", "log q(z|x,y) - log p(z|y)"),
-        ("cat", "KL(q(y|x) || uniform)"),
-        ("tau", "Gumbel temperature"),
-    ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3))
-    for ax, (key, title) in zip(axes, panels, strict=True):
-        ax.plot(epochs, [row[key] for row in history], marker="o", markersize=2)
+    panels = [(k, title) for k, title in LOSS_PANELS.items() if any(k in row for row in history)]
+    n_rows = -(-len(panels) // PANELS_PER_ROW)
+    n_cols = min(len(panels), PANELS_PER_ROW)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols, 3 * n_rows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (key, title) in zip(axes.flat, panels, strict=False):
+        values = [row.get(key, np.nan) for row in history]
+        ax.plot(epochs, values, marker="o", markersize=2)
         ax.set(xlabel="epoch", title=title)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)

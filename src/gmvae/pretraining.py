@@ -41,9 +41,8 @@ def pretrain(
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     k = model.config.n_clusters
-    # y enters q(z|x,y) as the last K inputs of its first layer. Pretraining feeds y = 0, so
-    # those weights get no gradient; zeroed, they make the code the same for every y.
-    first = model.z_encoder[0][0]
+    # Pretraining feeds y = 0, so the weights through which y enters q(z|x,y) get no gradient;
+    # zeroed afterwards, they make the code the same for every y.
     no_y = torch.zeros(batch_size, k, device=device)
     autoencoder = [
         *model.z_trunk.parameters(),
@@ -64,7 +63,7 @@ def pretrain(
             optimizer.step()
             total += rec.detach().sum()
     with torch.no_grad():
-        first.weight[:, first.in_features - k :].zero_()
+        model.y_input_weight().zero_()
         codes = torch.cat([
             model.encode_z(read(rows), no_y[:1].expand(len(rows), k))[0]
             for rows in torch.arange(n_rows, device=device).split(CODE_CHUNK)

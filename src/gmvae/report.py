@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from gmvae import inference, plots
-from gmvae.checkpoint import atomic_write, read_json
 from gmvae.data import Dataset
 from gmvae.model import GMVAENet
+from gmvae.storage import atomic_write, read_json
 
 REPORT_FILE = "report.html"
 PER_CLUSTER = 8  # real and generated images shown per cluster

@@ -14,14 +14,14 @@ import numpy as np
 import torch
 
 from gmvae import inference, plots
-from gmvae.checkpoint import atomic_write
+from gmvae.assembly import assemble
 from gmvae.data import Dataset
-from gmvae.distributed import World, broadcast, resolve_device
+from gmvae.distributed import broadcast
 from gmvae.errors import GMVAEError
 from gmvae.metrics import clustering_scores, usage_entropy
-from gmvae.model import GMVAENet, ModelConfig
-from gmvae.preprocessing import value_range
-from gmvae.training import TrainConfig, Trainer
+from gmvae.settings import ExperimentConfig
+from gmvae.storage import atomic_write
+from gmvae.training import Trainer
 
 HELD_OUT_SHARE = 0.1
 
@@ -33,39 +33,25 @@ def held_out_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[:n_held]), np.sort(order[n_held:])
 
 
-def select_k(
-    data: Dataset,
-    ks: list[int],
-    epochs: int,
-    seed: int,
-    device: str,
-    out: Path,
-    model: ModelConfig | None = None,
-) -> list[dict]:
-    """Train one model per K on 90% of the training data (a seeded draw) and score each on the
-    other 10%: held-out ELBO (the choice), a BIC from the training ELBO, and ACC/NMI/ARI on the
+def select_k(data: Dataset, ks: list[int], config: ExperimentConfig, out: Path) -> list[dict]:
+    """Train one model per K, as `gmvae train` would with `config` (its preset's objective,
+    epochs and seed), on 90% of the training data (a seeded draw) and score each on the other
+    10%: held-out ELBO (the choice), a BIC from the training ELBO, and ACC/NMI/ARI on the
     whole set when labels exist (reported, never used to choose). Writes select_k.csv and
     select_k.png into `out`."""
     if out.exists() and any(out.iterdir()):
         raise GMVAEError(f"{out} already exists and is not empty; pick another --out")
+    seed = config.train.seed
     held, train = held_out_split(len(data.x_train), seed)
     if len(train) < max(ks):
         raise GMVAEError(f"{len(train)} training examples for up to {max(ks)} clusters")
     x_train, x_held = data.x_train[train], data.x_train[held]
-    low, high = value_range(data.x_train)
-    base = (model or ModelConfig()).resolve(
-        x_train.shape[1], data.image_shape, unit_range=low >= 0 and high <= 1
-    )
-    device_ = resolve_device(device)
+    config = replace(config, train=replace(config.train, checkpoint_every=0, restarts=1))
     rows = []
     for k in ks:
         start = time.perf_counter()
-        torch.manual_seed(seed)
-        trainer = Trainer(
-            GMVAENet(replace(base, n_clusters=k)),
-            TrainConfig(epochs=epochs, seed=seed, device=device, checkpoint_every=0),
-            device_,
-        )
+        per_k = replace(config, model=replace(config.model, n_clusters=k))
+        trainer = assemble(per_k, x_train, data.image_shape)
         trainer.fit(torch.as_tensor(x_train), progress=False)
         net = trainer.model
         n_params = sum(p.numel() for p in net.parameters())
@@ -109,37 +95,41 @@ def candidate_seed(seed: int, candidate: int) -> int:
 
 
 def choose_start(
-    model: GMVAENet,
-    config: TrainConfig,
+    trainer: Trainer,
+    config: ExperimentConfig,
     x: np.ndarray,
-    device: torch.device,
-    world: World,
+    image_shape: tuple[int, ...] | None,
     labels: np.ndarray | None = None,
 ) -> list[dict]:
-    """--restarts: `config.restarts` candidate networks, candidate 0 from `model`'s own initial
-    weights and each other from its own seed, each trained for `config.restart_epochs` epochs
-    on 90% of x (N, D) and scored by its mean ELBO on the other 10% (held_out_split). The best
-    candidate's weights are copied into `model`, which then trains as usual. `labels` (N,), when
+    """--restarts, the phase before `trainer`'s loop: `config.train.restarts` candidates, each
+    assembled from `config` (fitted to x, as `trainer` was) with its own seed (candidate 0
+    from `trainer`'s own initial weights), trained for `restart_epochs` epochs on 90% of x
+    (N, D) and scored by its mean ELBO on the other 10% (held_out_split). The best candidate's
+    weights are copied into `trainer.model`, which then trains as usual. `labels` (N,), when
     known, score each candidate on the held-out rows (ACC/NMI/ARI) and never choose.
     Returns a row per candidate (its seed, held-out ELBO, seconds, "chosen")."""
-    held, train = held_out_split(len(x), config.seed)
-    x_train, x_held = torch.as_tensor(x[train]), x[held]
+    model, world = trainer.model, trainer.world
+    seed0 = config.train.seed
+    held, train = held_out_split(len(x), seed0)
+    x_train, x_held = x[train], x[held]
     starting_weights = {k: v.clone() for k, v in model.state_dict().items()}
     rows, weights = [], []
-    for candidate in range(config.restarts):
+    for candidate in range(config.train.restarts):
         start = time.perf_counter()
-        seed = candidate_seed(config.seed, candidate)
-        torch.manual_seed(seed)
-        network = GMVAENet(model.config)
+        seed = candidate_seed(seed0, candidate)
+        short = replace(
+            config.train, epochs=config.train.restart_epochs, restarts=1, seed=seed,
+            checkpoint_every=0,
+        )  # fmt: skip
+        short_trainer = assemble(replace(config, train=short), x_train, image_shape, None, world)
+        network = short_trainer.model
         if candidate == 0:
             network.load_state_dict(starting_weights)
-        short = replace(config, epochs=config.restart_epochs, restarts=1, seed=seed)
-        trainer = Trainer(network, replace(short, checkpoint_every=0), device, world=world)
-        trainer.fit(x_train, progress=False)
+        short_trainer.fit(torch.as_tensor(x_train), progress=False)
         row = {
             "candidate": candidate,
             "seed": seed,
-            "heldout_elbo": float(inference.elbo(network, x_held, seed=config.seed).mean()),
+            "heldout_elbo": float(inference.elbo(network, x_held, seed=seed0).mean()),
         }
         if labels is not None:
             clusters = inference.cluster_probabilities(network, x_held).argmax(1)

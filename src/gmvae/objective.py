@@ -1,0 +1,430 @@
+"""The training objective, in one place: the network's inference and generation turned into the
+optimised total and a record of every term.
+
+total = ELBO term + sum over regularisers of weight(step) * term
+
+ELBO term: w_rec * rec + kl(step) * (w_gauss * gauss + w_cat * cat), per example, averaged,
+  rec = -log p(x|z), gauss = log q(z|x,y) - log p(z|y), cat = KL(q(y|x) || uniform), with y a
+  Gumbel-Softmax sample (a labelled row takes its class) and kl(step) the KL warm-up.
+Regularisers (REGULARISERS, each declared once with its weight and schedule): consistency,
+  neighbour, adversarial, confidence and balance train q(y|x) to cluster; labelled fits it to
+  the known classes in semi-supervised runs.
+
+`Objective` is an nn.Module around the network so that DistributedDataParallel can wrap it:
+every forward pass of a step (the extra ones of the consistency, neighbour and adversarial
+terms too) then runs inside DDP's forward. Shapes: B rows of this process, K clusters, D
+features.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gmvae import augment
+from gmvae.batches import BatchSource
+from gmvae.errors import GMVAEError
+from gmvae.losses import (
+    categorical_kl_uniform,
+    gaussian_log_density,
+    reconstruction_nll,
+    weighted_loss,
+)
+from gmvae.model import GMVAENet, NetworkOutput, draw_noise
+from gmvae.neighbours import NeighbourSearch, read_rows
+
+# The adversarial step's length scales with the distance to this neighbour, as in IMSAT: short
+# in dense regions, where a cluster boundary must not pass, longer in sparse ones.
+ADVERSARIAL_NEIGHBOUR = 10
+# The random step that starts the search for the adversarial direction is this many times the
+# mean adversarial length: IMSAT's 10 pixel units on MNIST, where that mean is 1.28, made
+# scale-free. In an unbenchmarked trial a probe as short as the step learned clusters slower.
+ADVERSARIAL_PROBE = 8.0
+DISTANCE_CHUNK = 4096  # rows per block when measuring the adversarial lengths
+
+
+@dataclass
+class ObjectiveConfig:
+    """What is optimised: the ELBO's weights, the Gumbel-Softmax schedule and every regulariser's
+    weight and warm-up. Saved as the "objective" section of a run's config.json."""
+
+    tau_start: float = field(default=1.0, metadata={"help": "Gumbel temperature at epoch 0"})
+    tau_decay: float = field(
+        default=0.013862944,
+        metadata={"help": "tau = max(tau_start * exp(-tau_decay * epoch), tau_min)"},
+    )
+    tau_min: float = field(default=0.5, metadata={"help": "lowest Gumbel-Softmax temperature"})
+    gumbel_hard: bool = field(
+        default=False, metadata={"help": "straight-through hard one-hot y instead of soft samples"}
+    )
+    w_rec: float = field(default=1.0, metadata={"help": "weight of the reconstruction term"})
+    w_gauss: float = field(default=1.0, metadata={"help": "weight of log q(z|x,y) - log p(z|y)"})
+    w_cat: float = field(default=1.0, metadata={"help": "weight of KL(q(y|x) || uniform)"})
+    kl_warmup: int = field(
+        default=0,
+        metadata={
+            "help": "epochs over which the weights of the two KL terms (--w-gauss, --w-cat) "
+            "rise linearly from 0 (0: full weight from the start)"
+        },
+    )
+    elbo_to_clusters: bool = field(
+        default=True,
+        metadata={
+            "help": "let the ELBO's gradient train q(y|x); off, q(y|x) learns from the "
+            "clustering terms alone and the ELBO fits q(z|x,y), p(z|y) and p(x|z) to its clusters"
+        },
+    )
+    w_consistency: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of KL(q(y|x) || q(y|T(x))) for a small random affine T (images; "
+            "off for tables)"
+        },
+    )
+    w_neighbours: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of -log sum_y q(y|x) q(y|x') for x' one of x's nearest neighbours"
+        },
+    )
+    n_neighbours: int = field(
+        default=5, metadata={"help": "neighbours per example for --w-neighbours (PCA space)"}
+    )
+    neighbour_warmup: int = field(
+        default=300,
+        metadata={
+            "help": "optimizer steps over which --w-neighbours rises linearly from 0: at full "
+            "weight from the first step, the neighbour term can pull every example into one "
+            "cluster"
+        },
+    )
+    w_adversarial: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of KL(q(y|x) || q(y|x + r)) for the small r that changes q(y|x) "
+            "most (virtual adversarial training)"
+        },
+    )
+    adversarial_radius: float = field(
+        default=0.25,
+        metadata={
+            "help": f"length of r for --w-adversarial, as a fraction of the distance from x to "
+            f"its {ADVERSARIAL_NEIGHBOUR}th nearest neighbour"
+        },
+    )
+    w_confidence: float = field(
+        default=0.0,
+        metadata={"help": "weight of the entropy of q(y|x): confident cluster assignments"},
+    )
+    w_balance: float = field(
+        default=0.0,
+        metadata={"help": "weight of log K - H(batch mean of q(y|x)): keeps clusters in use"},
+    )
+    w_labelled: float = field(
+        default=1.0,
+        metadata={
+            "help": "semi-supervised: weight of -log q(y = label | x), averaged over the "
+            "labelled examples of each batch"
+        },
+    )
+    label_warmup: int = field(
+        default=1,
+        metadata={
+            "help": "semi-supervised: epochs trained without the labels, after which the "
+            "clusters are named by the labelled examples' neighbours and the labels join"
+        },
+    )
+
+    def validate(self) -> None:
+        weights = {f"w_{name}": getattr(self, f"w_{name}") for name in ("rec", "gauss", "cat")}
+        clustering = {term.weight: getattr(self, term.weight) for term in CLUSTERING_TERMS}
+        weights.update(clustering, w_labelled=self.w_labelled)
+        if not all(math.isfinite(w) and w >= 0 for w in weights.values()):
+            raise GMVAEError(f"{', '.join(weights)} must be finite and at least 0")
+        if not self.elbo_to_clusters and not any(clustering.values()):
+            raise GMVAEError(
+                "with elbo_to_clusters off, q(y|x) needs a clustering term to learn from: "
+                f"set one of {', '.join(clustering)}"
+            )
+        if not self.adversarial_radius > 0:
+            raise GMVAEError("adversarial_radius must be positive")
+        if min(self.neighbour_warmup, self.label_warmup, self.kl_warmup) < 0:
+            raise GMVAEError("neighbour_warmup, label_warmup and kl_warmup must be at least 0")
+        if self.n_neighbours < 1:
+            raise GMVAEError("n_neighbours must be at least 1")
+        if not (self.tau_start > 0 and self.tau_min > 0):
+            raise GMVAEError("tau_start and tau_min must be positive")
+
+    def temperature(self, epoch: int) -> float:
+        """The reference schedule: tau = max(tau_start * exp(-tau_decay * epoch), tau_min)."""
+        return max(self.tau_start * math.exp(-self.tau_decay * epoch), self.tau_min)
+
+    def uses_labels(self, epoch: int) -> bool:
+        """Whether the labelled term is on in `epoch` (0-based): the first label_warmup epochs
+        learn clusters from the data alone, which are then named before the labels can bend
+        them."""
+        return epoch >= self.label_warmup
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a step is: its epoch (0-based), the steps taken with it included, and the steps
+    an epoch has. Warm-ups read it."""
+
+    epoch: int
+    done: int
+    steps_per_epoch: int
+
+
+@dataclass
+class StepInputs:
+    """One process's part of a step: x (B, D), the global batch's row indices `rows` (G,), this
+    process's positions in it `mine` (B,), the global batch's classes `labels` (G,) (-1
+    unknown; None when the labelled term is off) and the world's size."""
+
+    x: torch.Tensor
+    rows: torch.Tensor
+    mine: torch.Tensor
+    labels: torch.Tensor | None
+    world_size: int
+
+    @property
+    def share(self) -> float:
+        """This process's share of the global batch, times the world's size: with each
+        process's mean weighted by it, DDP's average is the global batch's mean."""
+        return len(self.mine) * self.world_size / len(self.rows)
+
+
+@dataclass
+class ObjectiveOutput:
+    """loss: this process's part of the optimised total (scalar). sums: every term summed over
+    this process's B rows (a batch-level term: its value times B), "loss" included, for the
+    epoch's record. logits (B, K) of q(y|x)."""
+
+    loss: torch.Tensor
+    sums: dict[str, torch.Tensor]
+    logits: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Regulariser:
+    """A term added to the ELBO: `value(objective, inputs, net)` is per row (B,) when
+    `per_row`, else one number for this process's rows; `weight` names its ObjectiveConfig
+    field; `schedule(config, progress)` scales the weight (warm-ups)."""
+
+    name: str
+    weight: str
+    value: Callable[[Objective, StepInputs, NetworkOutput], torch.Tensor]
+    per_row: bool = True
+    schedule: Callable[[ObjectiveConfig, Progress], float] = lambda config, progress: 1.0
+
+
+def _moved_copy_change(objective: Objective, inputs: StepInputs, out: NetworkOutput):
+    """KL(q(y|x) || q(y|T(x))) for a random small affine T, q(y|x) the fixed target."""
+    net = objective.network
+    params = augment.random_affine_params(len(inputs.rows), inputs.x.device)[inputs.mine]
+    moved = augment.transform(inputs.x, net.config.image_shape, params)
+    target = F.log_softmax(out.logits.detach(), -1)
+    moved_log_q = F.log_softmax(net.cluster_logits(moved), -1)
+    return (target.exp() * (target - moved_log_q)).sum(-1)
+
+
+def _neighbour_disagreement(objective: Objective, inputs: StepInputs, out: NetworkOutput):
+    """-log sum_y q(y|x) q(y|x') for x' a random one of x's nearest neighbours: small when
+    both are confidently in the same cluster."""
+    n = objective.config.n_neighbours
+    pick = torch.randint(n, (len(inputs.rows),), device=inputs.x.device)[inputs.mine]
+    neighbour = objective.source.read(objective.neighbours[inputs.rows[inputs.mine], pick])
+    log_q = F.log_softmax(out.logits, -1)
+    log_q_neighbour = F.log_softmax(objective.network.cluster_logits(neighbour), -1)
+    return -torch.logsumexp(log_q + log_q_neighbour, -1)
+
+
+def _adversarial_change(objective: Objective, inputs: StepInputs, out: NetworkOutput):
+    """KL(q(y|x) || q(y|x + r)) for r of each row's adversarial length in the direction where
+    q(y|x) changes fastest, found by one step of power iteration from a random probe (virtual
+    adversarial training, as in IMSAT); q(y|x) is the fixed target."""
+    x, net = inputs.x, objective.network
+    probe = torch.randn(len(inputs.rows), x.shape[1], device=x.device)[inputs.mine]
+    probe = probe * (objective.probe_length / probe.norm(dim=1, keepdim=True))
+    length = objective.adversarial_length[inputs.rows[inputs.mine]]
+    target = F.log_softmax(out.logits.detach(), -1)
+
+    def change(step: torch.Tensor) -> torch.Tensor:
+        moved = F.log_softmax(net.cluster_logits(x + step), -1)
+        return (target.exp() * (target - moved)).sum(-1)
+
+    probe = probe.detach().requires_grad_()
+    (grad,) = torch.autograd.grad(change(probe).sum(), probe)
+    return change(grad * (length / grad.norm(dim=-1).clamp_min(1e-12))[:, None])
+
+
+def _entropy(objective: Objective, inputs: StepInputs, out: NetworkOutput):
+    """H(q(y|x)) per row: small when the row is confidently in one cluster."""
+    log_q = out.logits.log_softmax(-1)
+    return -(log_q.exp() * log_q).sum(-1)
+
+
+def _labelled_cross_entropy(objective: Objective, inputs: StepInputs, out: NetworkOutput):
+    """-log q(y = label | x) summed over this process's labelled rows, over the global batch's
+    labelled rows (at least labelled_batch_size) times the world's size: DDP's average is the
+    mean over the global batch's labelled rows."""
+    labels = inputs.labels[inputs.mine]
+    nll = F.cross_entropy(out.logits, labels.clamp_min(0), reduction="none")
+    nll = torch.where(labels >= 0, nll, torch.zeros_like(nll))
+    return nll.sum() * inputs.world_size / (inputs.labels >= 0).sum()
+
+
+def usage_shortfall(objective: Objective, inputs: StepInputs, out: NetworkOutput):
+    """log K - H(mean over this process's rows of q(y|x)): 0 when they use every cluster
+    equally, log K when they use one."""
+    usage = out.logits.softmax(-1).mean(0)
+    return math.log(out.logits.shape[-1]) + (usage * usage.clamp_min(1e-12).log()).sum()
+
+
+def _neighbour_warmup(config: ObjectiveConfig, progress: Progress) -> float:
+    # At full weight from the first step, the neighbour term can pull every row into one cluster.
+    return min(1.0, progress.done / max(config.neighbour_warmup, 1))
+
+
+LABELLED_TERM = Regulariser("labelled", "w_labelled", _labelled_cross_entropy, per_row=False)
+CLUSTERING_TERMS = (
+    Regulariser("consistency", "w_consistency", _moved_copy_change),
+    Regulariser("neighbour", "w_neighbours", _neighbour_disagreement, schedule=_neighbour_warmup),
+    Regulariser("adversarial", "w_adversarial", _adversarial_change),
+    Regulariser("confidence", "w_confidence", _entropy),
+    Regulariser("balance", "w_balance", usage_shortfall, per_row=False),
+)
+# In the order they are computed and added. The order of the computations fixes the order in
+# which autograd sums their gradients into q(y|x)'s logits, so it is kept as it always was:
+# the same seed gives the same numbers, to the last bit, as before the terms had one home
+# (tests/test_identity.py).
+REGULARISERS = (LABELLED_TERM, *CLUSTERING_TERMS)
+# Every term an epoch's record can hold, besides the total "loss" and "neg_elbo".
+TERM_NAMES = ("rec", "gauss", "cat", *(term.name for term in REGULARISERS))
+
+
+def kl_weight(config: ObjectiveConfig, progress: Progress) -> float:
+    """The KL warm-up: the weight of gauss and cat rises linearly over kl_warmup epochs."""
+    if config.kl_warmup == 0:
+        return 1.0
+    return min(1.0, progress.done / (config.kl_warmup * progress.steps_per_epoch))
+
+
+class Objective(nn.Module):
+    """The network and the terms it is trained by. `prepare(source, seed)` sets up what the
+    terms need before training (neighbour table, adversarial lengths); `forward(inputs,
+    progress)` gives one step's ObjectiveOutput."""
+
+    def __init__(self, network: GMVAENet, config: ObjectiveConfig):
+        super().__init__()
+        config.validate()
+        if network.config.image_shape is None and config.w_consistency > 0:
+            raise GMVAEError("the consistency term moves images; tables have none to move")
+        self.network = network
+        self.config = config
+        self.source: BatchSource | None = None
+        self.neighbours: torch.Tensor | None = None  # (N, n_neighbours) row indices
+        self.adversarial_length: torch.Tensor | None = None  # (N,) length of r per row
+        self.probe_length = 0.0  # of the random step that starts the search for r
+
+    def terms_on(self, labelled: bool) -> list[Regulariser]:
+        """The regularisers with a positive weight; the labelled one only in a `labelled`
+        step."""
+        on = [term for term in REGULARISERS if getattr(self.config, term.weight) > 0]
+        return on if labelled else [term for term in on if term is not LABELLED_TERM]
+
+    def recorded_terms(self, labelled: bool) -> list[str]:
+        """The names of ObjectiveOutput.sums in a step (`labelled`: with the labelled term)."""
+        return ["rec", "gauss", "cat", *(t.name for t in self.terms_on(labelled)), "loss"]
+
+    @staticmethod
+    def summarise(means: dict[str, float]) -> dict[str, float]:
+        """An epoch's record from the terms' means over its rows: those, and the negative
+        ELBO."""
+        return {**means, "neg_elbo": means["rec"] + means["gauss"] + means["cat"]}
+
+    def neighbours_wanted(self, n_rows: int) -> int:
+        """How many nearest neighbours of each row the terms that are on need (0: none)."""
+        cfg = self.config
+        wanted = [cfg.n_neighbours] if cfg.w_neighbours > 0 else []
+        if cfg.w_adversarial > 0:
+            wanted.append(self._adversarial_neighbour(n_rows))
+        return max(wanted, default=0)
+
+    @staticmethod
+    def _adversarial_neighbour(n_rows: int) -> int:
+        # Fewer rows than IMSAT's neighbour: the farthest there is.
+        return min(ADVERSARIAL_NEIGHBOUR, max(n_rows - 1, 1))
+
+    def prepare(self, source: BatchSource, search: NeighbourSearch) -> None:
+        """Once before training, and again (to the same result) on resume: the neighbour table
+        and the adversarial lengths, from `search` over `source`'s rows."""
+        cfg = self.config
+        self.source = source
+        if cfg.w_neighbours > 0:
+            self.neighbours = search.nearest(cfg.n_neighbours)
+        if cfg.w_adversarial > 0:
+            n_far = self._adversarial_neighbour(len(source))
+            far = search.nearest(n_far)[:, n_far - 1].cpu()
+            distances = [
+                (read_rows(source.x, rows) - read_rows(source.x, far[rows])).norm(dim=1)
+                for rows in torch.arange(len(source)).split(DISTANCE_CHUNK)
+            ]
+            device = source.device
+            self.adversarial_length = cfg.adversarial_radius * torch.cat(distances).to(device)
+            self.probe_length = ADVERSARIAL_PROBE * float(self.adversarial_length.mean())
+
+    def schedule(self, progress: Progress) -> dict[str, float]:
+        """The scheduled values at a step: the temperature, and the warm-ups that are on."""
+        cfg = self.config
+        values = {"tau": cfg.temperature(progress.epoch)}
+        if cfg.kl_warmup > 0:
+            values["kl_weight"] = kl_weight(cfg, progress)
+        if cfg.w_neighbours > 0:
+            values["neighbour_weight"] = _neighbour_warmup(cfg, progress)
+        return values
+
+    def forward(self, inputs: StepInputs, progress: Progress) -> ObjectiveOutput:
+        cfg, net, x = self.config, self.network, inputs.x
+        # Noise for the whole global batch, the same on every process; each takes its slice.
+        gumbel, normal = draw_noise(len(inputs.rows), net.config, x.device)
+        labels = None if inputs.labels is None else inputs.labels[inputs.mine]
+        out = net(
+            x,
+            temperature=cfg.temperature(progress.epoch),
+            hard=cfg.gumbel_hard,
+            noise=(gumbel[inputs.mine], normal[inputs.mine]),
+            labels=labels,
+            detach_clusters=not cfg.elbo_to_clusters,
+        )
+        elbo_logits = out.logits if cfg.elbo_to_clusters else out.logits.detach()
+        cat = categorical_kl_uniform(elbo_logits)
+        if labels is not None:  # a labelled row's y is its class: KL(one-hot || uniform)
+            cat = torch.where(labels >= 0, math.log(net.config.n_clusters), cat)
+        elbo = {
+            "rec": reconstruction_nll(x, out.decoded, net.config.likelihood),
+            "gauss": gaussian_log_density(out.z, out.z_mean, out.z_var)
+            - gaussian_log_density(out.z, out.prior_mean, out.prior_var),
+            "cat": cat,
+        }
+        terms = self.terms_on(labelled=labels is not None)
+        values = {term.name: term.value(self, inputs, out) for term in terms}
+        kl = kl_weight(cfg, progress)
+        loss = weighted_loss(elbo, cfg.w_rec, kl * cfg.w_gauss, kl * cfg.w_cat) * inputs.share
+        for term in terms:
+            weight = getattr(cfg, term.weight) * term.schedule(cfg, progress)
+            value = values[term.name]
+            loss = loss + (weight * value.mean() * inputs.share if term.per_row else weight * value)
+        with torch.no_grad():
+            sums = {name: value.sum() for name, value in elbo.items()}
+            for term in terms:
+                value = values[term.name]
+                sums[term.name] = value.sum() if term.per_row else value * len(x)
+            sums["loss"] = loss * len(inputs.rows) / inputs.world_size
+        return ObjectiveOutput(loss=loss, sums=sums, logits=out.logits)
