@@ -26,15 +26,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks.provenance import benchmark_record, command_line
-from gmvae.cli import build_parser, parse_int_range, setting_overrides
-from gmvae.experiment import (
-    PRESETS,
-    DataConfig,
-    ExperimentConfig,
-    Output,
-    run_experiment,
-)
+from gmvae.cli import build_parser, setting_overrides
+from gmvae.experiment import Output, run_experiment
 from gmvae.model import ModelConfig
+from gmvae.objective import ObjectiveConfig
+from gmvae.settings import PRESETS, DataConfig, ExperimentConfig, parse_int_range
 from gmvae.training import TrainConfig
 
 KEPT = {
@@ -53,10 +49,13 @@ def differences(config: ExperimentConfig, saved: dict) -> list[str]:
     """The settings where a finished seed's saved config.json differs from `config`; model
     sizes and "auto" choices are filled in from the data when a run starts, so not compared.
     A setting missing from the saved config was added after that seed ran, at the default
-    that keeps the old behaviour, so it counts as that default."""
-    wanted = {"preset": config.preset, "data": config.data.data, **asdict(config.train)}
+    that keeps the old behaviour, so it counts as that default. (Seeds run before the
+    "objective" section existed kept its settings under "train".)"""
+    wanted = {"preset": config.preset, "data": config.data.data}
+    wanted.update({**asdict(config.objective), **asdict(config.train)})
     found = {"preset": saved["preset"], "data": saved["data"]["data"]}
-    found.update({**asdict(TrainConfig()), **saved["train"]})
+    found.update({**asdict(ObjectiveConfig()), **asdict(TrainConfig())})
+    found.update({**saved["train"], **saved.get("objective", {})})
     for key, value in asdict(config.data).items():  # e.g. the labels of a semi-supervised run
         if value != getattr(DataConfig(), key):
             wanted[f"data.{key}"], found[f"data.{key}"] = value, saved["data"].get(key)

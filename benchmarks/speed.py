@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +27,19 @@ from torch.utils.data import Dataset as TorchDataset
 
 from benchmarks.provenance import benchmark_record, command_line
 from gmvae import inference
-from gmvae.cli import parse_int_range
+from gmvae.assembly import assemble
+from gmvae.batches import BatchSource
 from gmvae.data import load_mnist
-from gmvae.experiment import ExperimentConfig
-from gmvae.losses import weighted_loss
+from gmvae.losses import (
+    categorical_kl_uniform,
+    gaussian_log_density,
+    reconstruction_nll,
+    weighted_loss,
+)
 from gmvae.metrics import clustering_scores
 from gmvae.model import GMVAENet
-from gmvae.training import Trainer, gumbel_temperature
+from gmvae.settings import ExperimentConfig, parse_int_range
+from gmvae.training import Trainer
 
 PARTS = ("floor", "loops", "time-to-acc", "predict", "memory", "growth")
 PUBLISHED_ACC = 78.28  # the reference project's README, 50 epochs
@@ -47,6 +52,13 @@ def mnist() -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     x_train = torch.as_tensor(np.asarray(data.x_train), dtype=torch.float32)
     x_test = torch.as_tensor(np.asarray(data.x_test), dtype=torch.float32)
     return x_train, x_test, np.asarray(data.y_test)
+
+
+def preset_trainer(x_train: torch.Tensor, preset: str = "reference", **train) -> Trainer:
+    """A preset's trainer for MNIST, for one epoch per `fit` (`train` overrides)."""
+    train = {"epochs": 1, "checkpoint_every": 0, "device": "cpu", **train}
+    config = ExperimentConfig.from_preset(preset, {"train": train})
+    return assemble(config, x_train.numpy(), (28, 28))
 
 
 def preset_model(preset: str = "reference", seed: int = 0) -> GMVAENet:
@@ -139,7 +151,7 @@ def reference_loop(x_train, x_test, y_test) -> Callable[[], dict]:
         shuffle=True,
     )
     test_loader = DataLoader(ImageDataset(test_bytes, torch.as_tensor(y_test)), batch_size=64)
-    config = ExperimentConfig.from_preset("reference").train
+    config = ExperimentConfig.from_preset("reference").objective
     epochs_done = 0
 
     def epoch() -> dict:
@@ -149,14 +161,20 @@ def reference_loop(x_train, x_test, y_test) -> Callable[[], dict]:
         totals = {"rec": 0.0, "gauss": 0.0, "cat": 0.0}
         for images, _ in train_loader:
             x = images.view(len(images), -1)
-            terms = model(x, temperature=gumbel_temperature(config, epochs_done))
+            out = model(x, temperature=config.temperature(epochs_done))
+            terms = {
+                "rec": reconstruction_nll(x, out.decoded, "bernoulli"),
+                "gauss": gaussian_log_density(out.z, out.z_mean, out.z_var)
+                - gaussian_log_density(out.z, out.prior_mean, out.prior_var),
+                "cat": categorical_kl_uniform(out.logits),
+            }
             loss = weighted_loss(terms, 1.0, 1.0, 1.0)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             for key in totals:
                 totals[key] += terms[key].mean().item()
-            terms["logits"].argmax(-1).numpy()
+            out.logits.argmax(-1).numpy()
         train_seconds = time.perf_counter() - start
         model.eval()
         predicted = []
@@ -175,9 +193,8 @@ def our_loop(x_train, x_test, y_test, preset: str, **train) -> Callable[[], dict
     """Our Trainer with a preset's settings (and `train` overrides) and a test pass after each
     epoch. Returns a function that runs the next epoch (the first also finds the neighbours).
     Labels only score."""
-    config = ExperimentConfig.from_preset(preset, {"train": train})
-    model = preset_model(preset, config.train.seed)
-    trainer = Trainer(model, replace(config.train, epochs=1, checkpoint_every=0), CPU)
+    trainer = preset_trainer(x_train, preset, **train)
+    model = trainer.model
 
     def epoch() -> dict:
         trainer.config.epochs = len(trainer.history) + 1
@@ -236,9 +253,9 @@ def time_to_accuracy(x_train, x_test, y_test, seed: int, max_epochs: int) -> dic
 
 def predict_throughput(x_train, x_test) -> dict:
     """Images per second of q(y|x) on the 10,000 test images (a model trained one epoch)."""
-    model = preset_model()
-    Trainer(model, replace(ExperimentConfig.from_preset("reference").train, epochs=1,
-                           batch_size=256, checkpoint_every=0), CPU).fit(x_train)  # fmt: skip
+    trainer = preset_trainer(x_train, batch_size=256)
+    trainer.fit(x_train)
+    model = trainer.model
     inference.cluster_probabilities(model, x_test)  # warm-up
     times = []
     for _ in range(5):
@@ -272,12 +289,10 @@ def peak_mib() -> float:
 def rss_child(what: str) -> None:
     x_train, x_test, _ = mnist()
     loaded = peak_mib()
-    model = preset_model("default")
     if what == "train":
-        config = ExperimentConfig.from_preset("default").train
-        Trainer(model, replace(config, epochs=1, checkpoint_every=0), CPU).fit(x_train)
+        preset_trainer(x_train, "default").fit(x_train)
     else:
-        inference.cluster_probabilities(model, x_test)
+        inference.cluster_probabilities(preset_model("default"), x_test)
     peak = peak_mib()
     print(json.dumps({"peak_mib": peak, "after_loading_data_mib": loaded}))
 
@@ -286,13 +301,11 @@ def growth(x_train) -> list[dict]:
     """One epoch of the default preset at N = 7.5k ... 120k (120k repeats the data), and the
     one-off neighbour search, timed apart."""
     rows = []
-    config = ExperimentConfig.from_preset("default").train
     for n in (7_500, 15_000, 30_000, 60_000, 120_000):
         x = torch.cat([x_train, x_train])[:n]
-        model = preset_model("default")
-        trainer = Trainer(model, replace(config, epochs=1, checkpoint_every=0), CPU)
+        trainer = preset_trainer(x, "default")
         start = time.perf_counter()
-        trainer.find_neighbours(x)
+        trainer._prepare(BatchSource(x, CPU))  # the one-off search; fit then reuses it
         search = time.perf_counter() - start
         start = time.perf_counter()
         trainer.fit(x, progress=False)

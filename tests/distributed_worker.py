@@ -8,14 +8,16 @@ import torch
 from sklearn.datasets import load_digits
 
 from gmvae import GMVAE, distributed
+from gmvae.batches import BatchSource
 from gmvae.labels import draw_per_class
 from gmvae.model import GMVAENet, ModelConfig
-from gmvae.training import TrainConfig, Trainer
+from gmvae.training import Trainer
+from tests.trainers import make_trainer
 
 # The per-example clustering terms are on, so the test covers them; the balance term and batch
 # normalisation are not: they see each rank's part of the batch, so N processes differ from one
 # by design.
-SETTINGS = TrainConfig(
+SETTINGS = dict(
     epochs=2,
     batch_size=40,
     seed=3,
@@ -34,15 +36,18 @@ def digits() -> torch.Tensor:
 
 def train(world: distributed.World, device: torch.device, labels=None) -> Trainer:
     """Train on 400 digits; `labels`: semi-supervised, a class per row or -1."""
-    torch.manual_seed(SETTINGS.seed)
+    torch.manual_seed(SETTINGS["seed"])
     config = ModelConfig(
         x_dim=64, image_shape=(8, 8), z_dim=4, hidden_dim=32, likelihood="bernoulli"
     )
-    trainer = Trainer(GMVAENet(config), SETTINGS, device, world=world)
+    trainer = make_trainer(GMVAENet(config), world=world, device=device, **SETTINGS)
     seen = []
-    original = trainer._batch
-    trainer._batch = lambda x, rows: (seen.append(rows.tolist()), original(x, rows))[1]
-    trainer.fit(digits(), progress=False, labels=labels)
+    original = BatchSource.read
+    BatchSource.read = lambda self, rows: (seen.append(rows.tolist()), original(self, rows))[1]
+    try:
+        trainer.fit(digits(), progress=False, labels=labels)
+    finally:
+        BatchSource.read = original
     trainer.rows_seen = seen[::2]  # each step reads its batch, then that batch's neighbours
     return trainer
 

@@ -1,7 +1,7 @@
 from dataclasses import asdict
 
 from benchmarks.clustering import differences
-from gmvae.experiment import ExperimentConfig
+from gmvae.settings import ExperimentConfig
 
 
 def saved_config(config: ExperimentConfig) -> dict:
@@ -10,6 +10,7 @@ def saved_config(config: ExperimentConfig) -> dict:
         "preset": config.preset,
         "data": asdict(config.data),
         "model": config.model.to_dict(),
+        "objective": asdict(config.objective),
         "train": asdict(config.train),
     }
 
@@ -17,8 +18,17 @@ def saved_config(config: ExperimentConfig) -> dict:
 def test_a_finished_seed_counts_only_if_it_ran_the_same_settings():
     config = ExperimentConfig.from_preset("default", {"train": {"seed": 3}})
     assert differences(config, saved_config(config)) == []
-    other = ExperimentConfig.from_preset("default", {"train": {"seed": 3, "w_balance": 0.0}})
+    other = ExperimentConfig.from_preset(
+        "default", {"train": {"seed": 3}, "objective": {"w_balance": 0.0}}
+    )
     assert differences(config, saved_config(other)) == ["w_balance: 0.0 there, 0.4 here"]
+
+
+def test_a_seed_saved_with_the_objective_under_train_counts_as_the_same_settings():
+    config = ExperimentConfig.from_preset("default")
+    older = saved_config(config)
+    older["train"].update(older.pop("objective"))
+    assert differences(config, older) == []
 
 
 def test_a_setting_added_after_a_seed_ran_counts_as_its_default_there():

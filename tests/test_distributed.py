@@ -23,7 +23,10 @@ def torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
         f"--nproc_per_node={processes}", *args,
     ]  # fmt: skip
     env = {**os.environ, "GMVAE_DIST_TIMEOUT": "60", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    root = Path(__file__).parent.parent  # so that `-m tests.distributed_worker` is found
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=TIMEOUT, env=env, cwd=root
+    )
 
 
 def test_shards_are_disjoint_contiguous_and_cover_the_batch():
@@ -36,8 +39,7 @@ def test_shards_are_disjoint_contiguous_and_cover_the_batch():
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    worker = str(Path(__file__).with_name("distributed_worker.py"))
-    done = torchrun(worker, str(out))
+    done = torchrun("-m", "tests.distributed_worker", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
@@ -54,8 +56,8 @@ def test_the_estimator_fitted_under_torchrun_gives_the_same_clusters_on_every_ra
 
 
 def test_ranks_see_disjoint_rows_that_cover_every_epoch(two_ranks):
-    steps_per_epoch = 400 // SETTINGS.batch_size
-    for epoch in range(SETTINGS.epochs):
+    steps_per_epoch = 400 // SETTINGS["batch_size"]
+    for epoch in range(SETTINGS["epochs"]):
         span = slice(epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch)
         rows = [sum(rank["rows"][span], []) for rank in two_ranks]
         assert not set(rows[0]) & set(rows[1])

@@ -5,25 +5,25 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from gmvae import inference
+from gmvae.assembly import assemble
 from gmvae.cli import main
-from gmvae.distributed import World
-from gmvae.model import GMVAENet, ModelConfig
 from gmvae.selection import candidate_seed, choose_start, held_out_split
-from gmvae.training import TrainConfig
+from gmvae.settings import ExperimentConfig
 
 QUICK = ["--epochs", "1", "--hidden-dim", "32", "--z-dim", "4", "--monitor-size", "100"]
 
 
 def test_restarts_go_on_from_the_candidate_with_the_best_held_out_elbo(digits):
     x, y = digits
-    torch.manual_seed(0)
-    model = GMVAENet(ModelConfig(x_dim=64, image_shape=(8, 8), z_dim=4, hidden_dim=32,
-                                 likelihood="bernoulli"))  # fmt: skip
-    config = TrainConfig(batch_size=64, restarts=3, restart_epochs=1, seed=7)
-    rows = choose_start(model, config, x, torch.device("cpu"), World(), labels=y)
+    config = ExperimentConfig.from_preset("reference", {
+        "model": {"z_dim": 4, "hidden_dim": 32},
+        "train": {"batch_size": 64, "restarts": 3, "restart_epochs": 1, "seed": 7},
+    })  # fmt: skip
+    trainer = assemble(config, x, (8, 8))
+    rows = choose_start(trainer, config, x, (8, 8), labels=y)
+    model = trainer.model
     assert [r["seed"] for r in rows] == [candidate_seed(7, c) for c in range(3)]
     assert rows[0]["seed"] == 7 and len({r["seed"] for r in rows}) == 3
     assert len({r["heldout_elbo"] for r in rows}) == 3  # three different networks

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -5,20 +6,15 @@ import pytest
 import torch
 
 from gmvae import inference
+from gmvae.batches import BatchSource
 from gmvae.distributed import resolve_device
 from gmvae.errors import GMVAEError
 from gmvae.labels import draw_per_class
 from gmvae.metrics import cluster_accuracy
 from gmvae.model import GMVAENet, ModelConfig
-from gmvae.preprocessing import ScaledRows
-from gmvae.training import (
-    NonFiniteError,
-    TrainConfig,
-    Trainer,
-    TrainingInterrupted,
-    gumbel_temperature,
-    permute_clusters,
-)
+from gmvae.naming import permute_clusters
+from gmvae.training import NonFiniteError, TrainConfig, Trainer, TrainingInterrupted
+from tests.trainers import make_trainer
 
 
 def train_digits(x: np.ndarray, seed: int, epochs: int) -> Trainer:
@@ -26,19 +22,9 @@ def train_digits(x: np.ndarray, seed: int, epochs: int) -> Trainer:
     model = GMVAENet(
         ModelConfig(x_dim=64, image_shape=(8, 8), z_dim=8, hidden_dim=128, likelihood="bernoulli")
     )
-    trainer = Trainer(
-        model, TrainConfig(epochs=epochs, batch_size=64, seed=seed), torch.device("cpu")
-    )
+    trainer = make_trainer(model, epochs=epochs, batch_size=64, seed=seed)
     trainer.fit(torch.as_tensor(x), progress=False)
     return trainer
-
-
-def test_temperature_follows_the_reference_schedule():
-    config = TrainConfig()
-    assert gumbel_temperature(config, 0) == 1.0
-    assert gumbel_temperature(config, 10) == pytest.approx(math.exp(-0.13862944))
-    assert gumbel_temperature(config, 49) == pytest.approx(0.50697, abs=1e-5)
-    assert gumbel_temperature(config, 80) == 0.5  # floored at tau_min
 
 
 def test_device_names_resolve_or_fail_clearly():
@@ -54,9 +40,9 @@ def test_device_names_resolve_or_fail_clearly():
 def test_invalid_settings_are_rejected_before_training():
     model = GMVAENet(ModelConfig(x_dim=4, image_shape=None, hidden_dim=4, likelihood="gaussian"))
     with pytest.raises(GMVAEError, match="at least 1"):
-        Trainer(model, TrainConfig(batch_size=0), torch.device("cpu"))
+        make_trainer(model, batch_size=0)
     with pytest.raises(GMVAEError, match="positive"):
-        Trainer(model, TrainConfig(lr=-1.0), torch.device("cpu"))
+        make_trainer(model, lr=-1.0)
 
 
 def test_training_on_digits_lowers_the_loss_and_clusters_above_chance(digits):
@@ -84,10 +70,9 @@ def test_same_seed_gives_identical_training_on_cpu(digits):
 def test_monitor_and_epoch_callbacks_see_every_epoch(digits):
     x = digits[0][:200]
     torch.manual_seed(0)
-    trainer = Trainer(
+    trainer = make_trainer(
         GMVAENet(ModelConfig(x_dim=64, image_shape=(8, 8), hidden_dim=16, likelihood="bernoulli")),
-        TrainConfig(epochs=3),
-        torch.device("cpu"),
+        epochs=3,
     )
     seen = []
     trainer.fit(torch.as_tensor(x), monitor=lambda: {"probe": 1.0}, on_epoch=seen.append)
@@ -108,7 +93,7 @@ def tiny_trainer(tmp_path, y_batch_norm: bool = False, **config) -> Trainer:
         )
     )
     settings = {"epochs": 3, "batch_size": 50, **config}
-    return Trainer(model, TrainConfig(**settings), torch.device("cpu"), tmp_path / "ckpt.pt")
+    return make_trainer(model, tmp_path / "ckpt.pt", **settings)
 
 
 IMSAT_TERMS = dict(
@@ -186,10 +171,10 @@ def test_skip_policy_skips_a_bad_step_and_stops_past_the_limit(digits, tmp_path)
 
     def forward_with_a_nan(*args, **kwargs):
         calls["n"] += 1
-        terms = original_forward(*args, **kwargs)
+        out = original_forward(*args, **kwargs)
         if calls["n"] in (3, 5, 7):  # three poisoned steps, one more than allowed
-            terms["gauss"] = terms["gauss"] * float("nan")
-        return terms
+            out = dataclasses.replace(out, prior_var=out.prior_var * float("nan"))  # gauss only
+        return out
 
     trainer.model.forward = forward_with_a_nan
     with pytest.raises(NonFiniteError, match="'gauss' in epoch 1, step 7 .*so far: 3"):
@@ -210,21 +195,8 @@ def test_constant_feature_columns_train_finitely_with_a_gaussian_likelihood(tmp_
     x[:, 4] = 5.0
     torch.manual_seed(0)
     model = GMVAENet(ModelConfig(x_dim=6, image_shape=None, likelihood="gaussian", hidden_dim=16))
-    history = Trainer(model, TrainConfig(epochs=3), torch.device("cpu")).fit(x, progress=False)
+    history = make_trainer(model, epochs=3).fit(x, progress=False)
     assert all(math.isfinite(row["loss"]) for row in history)
-
-
-def test_memory_mapped_batches_come_back_in_the_order_asked(digits, tmp_path):
-    x, _ = digits
-    np.save(tmp_path / "x.npy", x)
-    rows = ScaledRows(np.load(tmp_path / "x.npy", mmap_mode="r"), None)
-    trainer = Trainer(
-        GMVAENet(ModelConfig(x_dim=64, image_shape=(8, 8), hidden_dim=8, likelihood="bernoulli")),
-        TrainConfig(),
-        torch.device("cpu"),
-    )
-    wanted = torch.tensor([9, 2, 700, 2, 0])
-    assert torch.equal(trainer._batch(rows, wanted), torch.from_numpy(x[wanted.numpy()]))
 
 
 def test_imsat_terms_train_a_batch_normalised_q_y_with_a_last_batch_of_one(digits, tmp_path):
@@ -232,40 +204,22 @@ def test_imsat_terms_train_a_batch_normalised_q_y_with_a_last_batch_of_one(digit
     trainer = tiny_trainer(tmp_path, epochs=1, batch_size=64, w_neighbours=1.0, **IMSAT_TERMS)
     trainer.fit(x, progress=False)
     assert math.isfinite(trainer.history[0]["loss"])
-    assert trainer.neighbours.shape == (129, 5)  # the neighbour term's 5, from one search of 10
+    assert trainer.objective.neighbours.shape == (
+        129,
+        5,
+    )  # the neighbour term's 5, from one search of 10
     # 0.25 of the distance to the 10th nearest neighbour: positive, and at least 0.25 of the
     # distance to the nearest other example
     nearest = torch.cdist(x, x).fill_diagonal_(float("inf")).min(1).values
-    assert (trainer.adversarial_length > 0).all() and len(trainer.adversarial_length) == 129
-    assert (trainer.adversarial_length >= 0.25 * nearest - 1e-5).all()
+    lengths = trainer.objective.adversarial_length
+    assert (lengths > 0).all() and len(lengths) == 129
+    assert (lengths >= 0.25 * nearest - 1e-5).all()
 
 
 def test_q_y_without_the_elbo_needs_a_clustering_term():
     model = GMVAENet(ModelConfig(x_dim=4, image_shape=None, hidden_dim=4, likelihood="gaussian"))
     with pytest.raises(GMVAEError, match="clustering term"):
-        Trainer(model, TrainConfig(elbo_to_clusters=False), torch.device("cpu"))
-
-
-def test_labelled_rows_take_their_class_as_y_and_only_they_add_a_cross_entropy():
-    torch.manual_seed(0)
-    config = ModelConfig(6, None, n_clusters=3, z_dim=2, hidden_dim=8, likelihood="gaussian")
-    model = GMVAENet(config)
-    x, labels = torch.randn(4, 6), torch.tensor([2, -1, 0, -1])
-    normal = torch.randn(4, 2)
-    runs = [
-        model(x, temperature=1.0, noise=(torch.randn(4, 3) * 5, normal), labels=labels)
-        for _ in range(2)
-    ]
-    known = labels >= 0
-    # Other Gumbel noise changes y, and so the reconstruction, of unlabelled rows only.
-    assert torch.equal(runs[0]["rec"][known], runs[1]["rec"][known])
-    assert not torch.isclose(runs[0]["rec"][~known], runs[1]["rec"][~known]).any()
-    assert torch.allclose(runs[0]["cat"][known], torch.tensor(math.log(3)))
-    nll = torch.nn.functional.cross_entropy(
-        runs[0]["logits"][known], labels[known], reduction="none"
-    )
-    assert torch.allclose(runs[0]["labelled"][known], nll)
-    assert (runs[0]["labelled"][~known] == 0).all()
+        make_trainer(model, elbo_to_clusters=False)
 
 
 def test_three_labels_per_class_make_cluster_k_class_k_on_digits(digits):
@@ -278,10 +232,9 @@ def test_three_labels_per_class_make_cluster_k_class_k_on_digits(digits):
             y_batch_norm=True,
         )
     )  # fmt: skip
-    config = TrainConfig(epochs=10, batch_size=64, labelled_batch_size=16, **{
+    trainer = make_trainer(model, epochs=10, batch_size=64, labelled_batch_size=16, **{
         k: v for k, v in IMSAT_TERMS.items() if k != "y_batch_norm"
     })  # fmt: skip
-    trainer = Trainer(model, config, torch.device("cpu"))
     trainer.fit(torch.as_tensor(x), progress=False, labels=labels)
     predicted = inference.cluster_probabilities(trainer.model, x).argmax(1)
     unlabelled = labels < 0
@@ -293,48 +246,26 @@ def test_three_labels_per_class_make_cluster_k_class_k_on_digits(digits):
     permute_clusters(trainer.model, trainer.optimizer, torch.arange(10).roll(-1))
     scrambled = inference.cluster_probabilities(trainer.model, x).argmax(1)
     assert (scrambled == (predicted - 1) % 10).all()
-    assert trainer.name_clusters(torch.as_tensor(x)) == 10
+    source = BatchSource(torch.as_tensor(x), torch.device("cpu"), labels)
+    named = trainer.naming.after_epoch(trainer.model, trainer.optimizer, source, trainer.world)
+    assert named == {"renamed_clusters": 10}
     renamed = inference.cluster_probabilities(trainer.model, x).argmax(1)
     assert (renamed == predicted).all()
 
 
-def test_labels_join_only_after_the_warmup_epochs(digits, tmp_path):
+def test_labels_join_only_after_the_warmup_epochs(digits, tmp_path, monkeypatch):
     x, y = digits
     trainer = tiny_trainer(tmp_path, epochs=3, batch_size=100, labelled_batch_size=10,
                            label_warmup=2)  # fmt: skip
     sizes = []
-    original = trainer._batch
-    trainer._batch = lambda x, rows: (sizes.append(len(rows)), original(x, rows))[1]
+    original = BatchSource.read
+    monkeypatch.setattr(
+        BatchSource, "read", lambda self, rows: (sizes.append(len(rows)), original(self, rows))[1]
+    )
     trainer.fit(torch.as_tensor(x[:300]), progress=False, labels=draw_per_class(y[:300], 2, 0))
-    naming = len(trainer.labelled_neighbours.flatten())  # the end-of-epoch naming reads these
+    naming = len(trainer.naming.neighbours.flatten())  # the end-of-epoch naming reads these
     per_epoch = [100, 100, 100, naming]
     assert sizes == per_epoch * 2 + [110, 110, 110, naming]
-
-
-@pytest.mark.parametrize("architecture", ["mlp", "conv"])
-@pytest.mark.parametrize("y_batch_norm", [False, True])
-def test_permuting_clusters_renames_them_and_changes_nothing_else(architecture, y_batch_norm):
-    torch.manual_seed(0)
-    config = ModelConfig(x_dim=64, image_shape=(8, 8), z_dim=4, hidden_dim=16, n_clusters=5,
-                         likelihood="bernoulli", architecture=architecture,
-                         y_batch_norm=y_batch_norm)  # fmt: skip
-    model = GMVAENet(config)
-    optimizer = torch.optim.Adam(model.parameters())
-    x = torch.rand(6, 64)
-    model(x, temperature=1.0)["rec"].sum().backward()
-    optimizer.step()  # so that Adam has moments to permute
-    model.eval()
-    gumbel, normal = torch.randn(6, 5), torch.randn(6, 4)
-    before = model(x, temperature=0.7, noise=(gumbel, normal))
-    state = optimizer.state[model.y_encoder[-1].weight]
-    moment = state["exp_avg"].clone()
-    order = torch.tensor([3, 0, 4, 1, 2])
-    permute_clusters(model, optimizer, order)
-    after = model(x, temperature=0.7, noise=(gumbel[:, order], normal))
-    torch.testing.assert_close(after["logits"], before["logits"][:, order])
-    for term in ("rec", "gauss", "cat"):
-        torch.testing.assert_close(after[term], before[term])
-    torch.testing.assert_close(state["exp_avg"], moment[order])
 
 
 def test_kl_warmup_raises_the_kl_weights_linearly_over_its_epochs(digits, tmp_path):

@@ -224,14 +224,19 @@ class Regulariser:
     schedule: Callable[[ObjectiveConfig, Progress], float] = lambda config, progress: 1.0
 
 
+def change_of_clusters(net: GMVAENet, target: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
+    """KL(q || q(y|moved)) per row (B,), for `target` = log q (B, K), held fixed, and moved
+    rows (B, D)."""
+    moved_log_q = F.log_softmax(net.cluster_logits(moved), -1)
+    return (target.exp() * (target - moved_log_q)).sum(-1)
+
+
 def _moved_copy_change(objective: Objective, inputs: StepInputs, out: NetworkOutput):
     """KL(q(y|x) || q(y|T(x))) for a random small affine T, q(y|x) the fixed target."""
     net = objective.network
     params = augment.random_affine_params(len(inputs.rows), inputs.x.device)[inputs.mine]
     moved = augment.transform(inputs.x, net.config.image_shape, params)
-    target = F.log_softmax(out.logits.detach(), -1)
-    moved_log_q = F.log_softmax(net.cluster_logits(moved), -1)
-    return (target.exp() * (target - moved_log_q)).sum(-1)
+    return change_of_clusters(net, F.log_softmax(out.logits.detach(), -1), moved)
 
 
 def _neighbour_disagreement(objective: Objective, inputs: StepInputs, out: NetworkOutput):
@@ -254,14 +259,10 @@ def _adversarial_change(objective: Objective, inputs: StepInputs, out: NetworkOu
     probe = probe * (objective.probe_length / probe.norm(dim=1, keepdim=True))
     length = objective.adversarial_length[inputs.rows[inputs.mine]]
     target = F.log_softmax(out.logits.detach(), -1)
-
-    def change(step: torch.Tensor) -> torch.Tensor:
-        moved = F.log_softmax(net.cluster_logits(x + step), -1)
-        return (target.exp() * (target - moved)).sum(-1)
-
     probe = probe.detach().requires_grad_()
-    (grad,) = torch.autograd.grad(change(probe).sum(), probe)
-    return change(grad * (length / grad.norm(dim=-1).clamp_min(1e-12))[:, None])
+    (grad,) = torch.autograd.grad(change_of_clusters(net, target, x + probe).sum(), probe)
+    step = grad * (length / grad.norm(dim=-1).clamp_min(1e-12))[:, None]
+    return change_of_clusters(net, target, x + step)
 
 
 def _entropy(objective: Objective, inputs: StepInputs, out: NetworkOutput):
@@ -280,11 +281,16 @@ def _labelled_cross_entropy(objective: Objective, inputs: StepInputs, out: Netwo
     return nll.sum() * inputs.world_size / (inputs.labels >= 0).sum()
 
 
-def usage_shortfall(objective: Objective, inputs: StepInputs, out: NetworkOutput):
-    """log K - H(mean over this process's rows of q(y|x)): 0 when they use every cluster
-    equally, log K when they use one."""
-    usage = out.logits.softmax(-1).mean(0)
-    return math.log(out.logits.shape[-1]) + (usage * usage.clamp_min(1e-12).log()).sum()
+def usage_shortfall(logits: torch.Tensor) -> torch.Tensor:
+    """log K - H(mean over the rows of q(y|x)): 0 when they use every cluster equally, log K
+    when they use one. logits (B, K) -> scalar."""
+    usage = logits.softmax(-1).mean(0)
+    return math.log(logits.shape[-1]) + (usage * usage.clamp_min(1e-12).log()).sum()
+
+
+def _balance(objective: Objective, inputs: StepInputs, out: NetworkOutput):
+    """usage_shortfall over this process's rows."""
+    return usage_shortfall(out.logits)
 
 
 def _neighbour_warmup(config: ObjectiveConfig, progress: Progress) -> float:
@@ -298,7 +304,7 @@ CLUSTERING_TERMS = (
     Regulariser("neighbour", "w_neighbours", _neighbour_disagreement, schedule=_neighbour_warmup),
     Regulariser("adversarial", "w_adversarial", _adversarial_change),
     Regulariser("confidence", "w_confidence", _entropy),
-    Regulariser("balance", "w_balance", usage_shortfall, per_row=False),
+    Regulariser("balance", "w_balance", _balance, per_row=False),
 )
 # In the order they are computed and added. The order of the computations fixes the order in
 # which autograd sums their gradients into q(y|x)'s logits, so it is kept as it always was:

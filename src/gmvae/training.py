@@ -150,6 +150,7 @@ class Trainer:
         self.stop_requested: str | None = None  # why, set by a signal handler; seen between steps
         self._partial_epoch: dict | None = None  # where an interrupted epoch stopped
         self._before_training: dict | None = None  # what the phases before the loop recorded
+        self._search: NeighbourSearch | None = None  # the neighbours of the rows last fitted
 
     def state_dict(self, partial_epoch: dict | None = None) -> dict:
         rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
@@ -225,8 +226,11 @@ class Trainer:
 
     def _prepare(self, source: BatchSource) -> None:
         """What the objective and the naming hook need before training, from one seeded,
-        deterministic neighbour search (a resumed run finds the same neighbours)."""
-        search = NeighbourSearch(source.x, self.config.seed, self.device)
+        deterministic neighbour search (a resumed run finds the same neighbours), made once
+        for the rows however often `fit` is called on them."""
+        if self._search is None or self._search.x is not source.x:
+            self._search = NeighbourSearch(source.x, self.config.seed, self.device)
+        search = self._search
         wanted = max(
             self.objective.neighbours_wanted(len(source)), self.naming.neighbours_wanted(source)
         )
