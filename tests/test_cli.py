@@ -35,7 +35,7 @@ def test_train_writes_every_output_and_each_parses(run):
 
     config = json.loads((out / "config.json").read_text())
     assert config["preset"] == "default" and config["train"]["seed"] == 0
-    assert config["train"]["batch_size"] == 256 and config["train"]["w_adversarial"] == 1
+    assert config["train"]["batch_size"] == 256 and config["objective"]["w_adversarial"] == 1
     assert config["model"]["n_clusters"] == 10 and config["data"]["train_subset"] == 300
     for key in ("gmvae_version", "torch_version", "device", "git_commit", "preset"):
         assert key in config

@@ -15,11 +15,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
-from gmvae import __version__
 from gmvae.errors import GMVAEError
 from gmvae.model import GMVAENet, ModelConfig
 from gmvae.preprocessing import Scaling
 from gmvae.storage import atomic_write, read_json, write_json
+from gmvae.version import __version__
 
 MODEL_FORMAT = "gmvae-model"
 MODEL_FORMAT_VERSION = 1

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gmvae import __version__
 from gmvae.errors import GMVAEError
+from gmvae.version import __version__
 
 # Fields that come from the data, not from the user.
 DERIVED_FIELDS = {"x_dim", "image_shape"}

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gmvae import __version__, inference, plots
+from gmvae import inference, plots
 from gmvae.assembly import assemble, load_data
 from gmvae.checkpoint import save_model
 from gmvae.data import Dataset
@@ -46,6 +46,7 @@ from gmvae.selection import choose_start
 from gmvae.settings import DataConfig, ExperimentConfig
 from gmvae.storage import atomic_write, read_json, write_json
 from gmvae.training import Trainer
+from gmvae.version import __version__
 
 TSNE_POINTS = 2000
 CONFIG_FILE = "config.json"
