@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from gmvae import inference
-from gmvae.assembly import assemble
+from gmvae import inference, selection
+from gmvae.assembly import assemble, load_data
 from gmvae.cli import main
 from gmvae.selection import candidate_seed, choose_start, held_out_split
-from gmvae.settings import ExperimentConfig
+from gmvae.settings import DataConfig, ExperimentConfig
 
 QUICK = ["--epochs", "1", "--hidden-dim", "32", "--z-dim", "4", "--monitor-size", "100"]
 
@@ -59,3 +59,21 @@ def test_restarts_refuse_labelled_training(tmp_path, capsys):
               "--out", str(tmp_path / "r")])  # fmt: skip
     assert "--restarts is for unlabelled training" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_select_k_trains_each_k_with_the_presets_objective_as_gmvae_train_would(
+    tmp_path, monkeypatch, capsys
+):
+    built = []
+    original = selection.assemble
+    monkeypatch.setattr(
+        selection,
+        "assemble",
+        lambda config, *a, **k: (built.append(config), original(config, *a, **k))[1],
+    )
+    config = ExperimentConfig.from_preset("default", {"train": {"epochs": 1}})
+    data = load_data(DataConfig(data="digits", train_subset=400))
+    selection.select_k(data, [2, 3], config, tmp_path / "k")
+    assert [c.model.n_clusters for c in built] == [2, 3]
+    assert all(c.objective == config.objective and c.model.y_batch_norm for c in built)
+    assert config.objective.w_adversarial > 0 and not config.objective.elbo_to_clusters
