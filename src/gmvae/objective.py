@@ -213,7 +213,7 @@ class ObjectiveOutput:
 
 @dataclass(frozen=True)
 class Regulariser:
-    """A term added to the ELBO: `value(objective, inputs, net)` is per row (B,) when
+    """A term added to the ELBO: `value(objective, inputs, out)` is per row (B,) when
     `per_row`, else one number for this process's rows; `weight` names its ObjectiveConfig
     field; `schedule(config, progress)` scales the weight (warm-ups)."""
 
@@ -231,7 +231,9 @@ def change_of_clusters(net: GMVAENet, target: torch.Tensor, moved: torch.Tensor)
     return (target.exp() * (target - moved_log_q)).sum(-1)
 
 
-def _moved_copy_change(objective: Objective, inputs: StepInputs, out: NetworkOutput):
+def _moved_copy_change(
+    objective: Objective, inputs: StepInputs, out: NetworkOutput
+) -> torch.Tensor:
     """KL(q(y|x) || q(y|T(x))) for a random small affine T, q(y|x) the fixed target."""
     net = objective.network
     params = augment.random_affine_params(len(inputs.rows), inputs.x.device)[inputs.mine]
@@ -239,7 +241,9 @@ def _moved_copy_change(objective: Objective, inputs: StepInputs, out: NetworkOut
     return change_of_clusters(net, F.log_softmax(out.logits.detach(), -1), moved)
 
 
-def _neighbour_disagreement(objective: Objective, inputs: StepInputs, out: NetworkOutput):
+def _neighbour_disagreement(
+    objective: Objective, inputs: StepInputs, out: NetworkOutput
+) -> torch.Tensor:
     """-log sum_y q(y|x) q(y|x') for x' a random one of x's nearest neighbours: small when
     both are confidently in the same cluster."""
     n = objective.config.n_neighbours
@@ -250,7 +254,9 @@ def _neighbour_disagreement(objective: Objective, inputs: StepInputs, out: Netwo
     return -torch.logsumexp(log_q + log_q_neighbour, -1)
 
 
-def _adversarial_change(objective: Objective, inputs: StepInputs, out: NetworkOutput):
+def _adversarial_change(
+    objective: Objective, inputs: StepInputs, out: NetworkOutput
+) -> torch.Tensor:
     """KL(q(y|x) || q(y|x + r)) for r of each row's adversarial length in the direction where
     q(y|x) changes fastest, found by one step of power iteration from a random probe (virtual
     adversarial training, as in IMSAT); q(y|x) is the fixed target."""
@@ -265,13 +271,15 @@ def _adversarial_change(objective: Objective, inputs: StepInputs, out: NetworkOu
     return change_of_clusters(net, target, x + step)
 
 
-def _entropy(objective: Objective, inputs: StepInputs, out: NetworkOutput):
+def _entropy(objective: Objective, inputs: StepInputs, out: NetworkOutput) -> torch.Tensor:
     """H(q(y|x)) per row: small when the row is confidently in one cluster."""
     log_q = out.logits.log_softmax(-1)
     return -(log_q.exp() * log_q).sum(-1)
 
 
-def _labelled_cross_entropy(objective: Objective, inputs: StepInputs, out: NetworkOutput):
+def _labelled_cross_entropy(
+    objective: Objective, inputs: StepInputs, out: NetworkOutput
+) -> torch.Tensor:
     """-log q(y = label | x) summed over this process's labelled rows, over the global batch's
     labelled rows (at least labelled_batch_size) times the world's size: DDP's average is the
     mean over the global batch's labelled rows."""
@@ -288,7 +296,7 @@ def usage_shortfall(logits: torch.Tensor) -> torch.Tensor:
     return math.log(logits.shape[-1]) + (usage * usage.clamp_min(1e-12).log()).sum()
 
 
-def _balance(objective: Objective, inputs: StepInputs, out: NetworkOutput):
+def _balance(objective: Objective, inputs: StepInputs, out: NetworkOutput) -> torch.Tensor:
     """usage_shortfall over this process's rows."""
     return usage_shortfall(out.logits)
 
