@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setting_overrides(args: argparse.Namespace) -> dict[str, dict]:
-    """The settings flags given to `gmvae train`: {"data"|"model"|"train": {field: value}}."""
+    """The settings flags given to `gmvae train`: {section: {field: value}}, a section per
+    settings.SECTIONS."""
     from gmvae.settings import SECTIONS
 
     overrides: dict[str, dict] = {section: {} for section in SECTIONS}
