@@ -23,8 +23,8 @@ from sklearn.preprocessing import StandardScaler
 
 from benchmarks.provenance import benchmark_record, command_line
 from gmvae import GMVAE
-from gmvae.data import FASHION_MNIST, load_idx_dataset
-from gmvae.metrics import clustering_scores
+from gmvae.data.datasets import FASHION_MNIST, load_idx_dataset
+from gmvae.run.metrics import clustering_scores
 
 
 def datasets(fashion: bool) -> list[dict]:

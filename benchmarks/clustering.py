@@ -27,11 +27,11 @@ from pathlib import Path
 
 from benchmarks.provenance import benchmark_record, command_line
 from gmvae.cli import build_parser, setting_overrides
-from gmvae.experiment import Output, run_experiment
-from gmvae.model import ModelConfig
-from gmvae.objective import ObjectiveConfig
-from gmvae.settings import PRESETS, DataConfig, ExperimentConfig, parse_int_range
-from gmvae.training import TrainConfig
+from gmvae.model.network import ModelConfig
+from gmvae.run.experiment import Output, run_experiment
+from gmvae.run.settings import PRESETS, DataConfig, ExperimentConfig, parse_int_range
+from gmvae.train.objective import ObjectiveConfig
+from gmvae.train.trainer import TrainConfig
 
 KEPT = {
     "config.json",

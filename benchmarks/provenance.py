@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from gmvae.experiment import git_commit
+from gmvae.run.experiment import git_commit
 
 
 def command_line(module: str) -> str:

@@ -34,11 +34,11 @@ from sklearn.semi_supervised import LabelSpreading, SelfTrainingClassifier
 
 from benchmarks.clustering import run_seed, write_csv
 from benchmarks.provenance import benchmark_record, command_line
-from gmvae.assembly import load_data
 from gmvae.cli import build_parser
-from gmvae.labels import read_labelled
-from gmvae.metrics import clustering_scores, contingency
-from gmvae.settings import DataConfig, parse_int_range
+from gmvae.data.labels import read_labelled
+from gmvae.run.assembly import load_data
+from gmvae.run.metrics import clustering_scores, contingency
+from gmvae.run.settings import DataConfig, parse_int_range
 
 COLUMNS = ("accuracy", "acc", "nmi", "ari", "unseen_acc", "seconds")
 

@@ -26,20 +26,20 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from benchmarks.provenance import benchmark_record, command_line
-from gmvae import inference
-from gmvae.assembly import assemble
-from gmvae.batches import BatchSource
-from gmvae.data import load_mnist
-from gmvae.losses import (
+from gmvae.data.batches import BatchSource
+from gmvae.data.datasets import load_mnist
+from gmvae.model import inference
+from gmvae.model.losses import (
     categorical_kl_uniform,
     gaussian_log_density,
     reconstruction_nll,
     weighted_loss,
 )
-from gmvae.metrics import clustering_scores
-from gmvae.model import GMVAENet
-from gmvae.settings import ExperimentConfig, parse_int_range
-from gmvae.training import Trainer
+from gmvae.model.network import GMVAENet
+from gmvae.run.assembly import assemble
+from gmvae.run.metrics import clustering_scores
+from gmvae.run.settings import ExperimentConfig, parse_int_range
+from gmvae.train.trainer import Trainer
 
 PARTS = ("floor", "loops", "time-to-acc", "predict", "memory", "growth")
 PUBLISHED_ACC = 78.28  # the reference project's README, 50 epochs

@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from gmvae import distributed
+from gmvae.train import distributed
 
 world, _ = distributed.setup("cpu")
 net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.BatchNorm1d(16))

@@ -7,11 +7,12 @@ from pathlib import Path
 import torch
 from sklearn.datasets import load_digits
 
-from gmvae import GMVAE, distributed
-from gmvae.batches import BatchSource
-from gmvae.labels import draw_per_class
-from gmvae.model import GMVAENet, ModelConfig
-from gmvae.training import Trainer
+from gmvae import GMVAE
+from gmvae.data.batches import BatchSource
+from gmvae.data.labels import draw_per_class
+from gmvae.model.network import GMVAENet, ModelConfig
+from gmvae.train import distributed
+from gmvae.train.trainer import Trainer
 from tests.trainers import make_trainer
 
 # The per-example clustering terms are on, so the test covers them; the balance term and batch

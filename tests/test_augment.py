@@ -1,8 +1,8 @@
 import torch
 
-from gmvae import augment
-from gmvae.model import GMVAENet, ModelConfig
-from gmvae.objective import change_of_clusters
+from gmvae.data import augment
+from gmvae.model.network import GMVAENet, ModelConfig
+from gmvae.train.objective import change_of_clusters
 
 
 def test_identity_params_leave_images_unchanged_and_random_ones_move_them_a_little():

@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from gmvae.batches import BatchSource
-from gmvae.preprocessing import ScaledRows
+from gmvae.data.batches import BatchSource
+from gmvae.data.preprocessing import ScaledRows
 
 
 def test_memory_mapped_batches_come_back_in_the_order_asked(digits, tmp_path):

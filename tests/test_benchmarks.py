@@ -1,7 +1,7 @@
 from dataclasses import asdict
 
 from benchmarks.clustering import differences
-from gmvae.settings import ExperimentConfig
+from gmvae.run.settings import ExperimentConfig
 
 
 def saved_config(config: ExperimentConfig) -> dict:

@@ -3,10 +3,10 @@ import json
 import pytest
 import torch
 
-from gmvae import inference
-from gmvae.checkpoint import load_model, save_model
 from gmvae.errors import GMVAEError
-from gmvae.model import GMVAENet, ModelConfig
+from gmvae.model import inference
+from gmvae.model.checkpoint import load_model, save_model
+from gmvae.model.network import GMVAENet, ModelConfig
 from gmvae.storage import atomic_write
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gmvae.cli import main
-from gmvae.data import load_mnist
+from gmvae.data.datasets import load_mnist
 
 QUICK = ["--train-subset", "300", "--test-subset", "200", "--monitor-size", "200", "--epochs", "1"]
 TRAIN_TINY = ["train", "--train-subset", "50", "--test-subset", "20", "--epochs", "1"]
@@ -167,10 +167,10 @@ def test_an_unwritable_or_full_run_folder_fails_before_training(tmp_path, capsys
 
     import collections
 
-    import gmvae.experiment
+    import gmvae.run.experiment
 
     usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr(gmvae.experiment.shutil, "disk_usage", lambda _: usage(1, 1, 2**20))
+    monkeypatch.setattr(gmvae.run.experiment.shutil, "disk_usage", lambda _: usage(1, 1, 2**20))
     expect_error([*TRAIN_TINY, "--out", str(tmp_path / "full")], capsys, "only 1 MB free")
     assert not (tmp_path / "full").exists()
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gmvae.data import (
+from gmvae.data.datasets import (
     MNIST,
     VENDORED_MNIST,
     download_idx,
@@ -13,8 +13,8 @@ from gmvae.data import (
     load_mnist,
     read_inputs,
 )
+from gmvae.data.files import parse_idx, read_idx
 from gmvae.errors import GMVAEError
-from gmvae.files import parse_idx, read_idx
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gmvae.distributed import World
+from gmvae.train.distributed import World
 from tests.distributed_worker import SETTINGS, few_labels, train
 
 TIMEOUT = 240  # the test's own limit; the process group's is GMVAE_DIST_TIMEOUT below
@@ -101,7 +101,7 @@ def test_gmvae_train_under_torchrun_writes_one_run_from_rank_0_and_resumes_alone
     assert json.loads((out / "results.json").read_text())["epochs"] == 2
 
     # The distributed run's checkpoint continues in one process: pretend epoch 2 never ran.
-    from gmvae.checkpoint import load_training_state, save_training_state
+    from gmvae.model.checkpoint import load_training_state, save_training_state
 
     state = load_training_state(out / "checkpoint.pt")
     assert len(state["history"]) == 2

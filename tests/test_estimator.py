@@ -11,9 +11,9 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from gmvae import GMVAE
+from gmvae.data.labels import draw_per_class
 from gmvae.errors import GMVAEError
-from gmvae.labels import draw_per_class
-from gmvae.metrics import cluster_accuracy
+from gmvae.run.metrics import cluster_accuracy
 
 SMALL = {"latent_dim": 4, "hidden_dim": 32, "epochs": 5, "batch_size": 32, "random_state": 0}
 

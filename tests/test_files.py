@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from gmvae.cli import main
-from gmvae.data import open_dataset
-from gmvae.files import read_data
-from gmvae.preprocessing import ScaledRows
+from gmvae.data.datasets import open_dataset
+from gmvae.data.files import read_data
+from gmvae.data.preprocessing import ScaledRows
 
 QUICK = ["--epochs", "1", "--hidden-dim", "32", "--z-dim", "4", "--monitor-size", "100"]
 

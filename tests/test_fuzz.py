@@ -13,11 +13,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gmvae.checkpoint import load_model, load_training_state, save_model, save_training_state
-from gmvae.data import read_inputs
+from gmvae.data.datasets import read_inputs
+from gmvae.data.files import parse_idx, read_data, read_idx
 from gmvae.errors import GMVAEError
-from gmvae.files import parse_idx, read_data, read_idx
-from gmvae.model import GMVAENet, ModelConfig
+from gmvae.model.checkpoint import load_model, load_training_state, save_model, save_training_state
+from gmvae.model.network import GMVAENet, ModelConfig
 
 FUZZ = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
 
-from gmvae.errors import GMVAEError
-from gmvae.labels import (
+from gmvae.data.labels import (
     check_labels,
     cluster_order,
     draw_per_class,
     read_labelled,
     write_labelled,
 )
+from gmvae.errors import GMVAEError
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from gmvae.metrics import (
+from gmvae.run.metrics import (
     cluster_accuracy,
     clustering_scores,
     contingency,

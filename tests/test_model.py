@@ -4,13 +4,13 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
-from gmvae.losses import (
+from gmvae.model.losses import (
     categorical_kl_uniform,
     gaussian_log_density,
     reconstruction_nll,
     weighted_loss,
 )
-from gmvae.model import GMVAENet, ModelConfig
+from gmvae.model.network import GMVAENet, ModelConfig
 
 
 def small_model(**kwargs) -> GMVAENet:

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from gmvae.model import GMVAENet, ModelConfig
-from gmvae.naming import permute_clusters
+from gmvae.model.network import GMVAENet, ModelConfig
+from gmvae.train.naming import permute_clusters
 
 
 @pytest.mark.parametrize("architecture", ["mlp", "conv"])

@@ -3,9 +3,9 @@ import pytest
 import torch
 from sklearn.neighbors import NearestNeighbors
 
+from gmvae.data.neighbours import nearest_neighbours
+from gmvae.data.preprocessing import ScaledRows
 from gmvae.errors import GMVAEError
-from gmvae.neighbours import nearest_neighbours
-from gmvae.preprocessing import ScaledRows
 
 CPU = torch.device("cpu")
 
@@ -19,7 +19,7 @@ def test_neighbours_are_the_exact_nearest_rows_when_pca_keeps_every_dimension():
 
 
 def test_no_row_is_its_own_neighbour_and_the_search_is_chunked(monkeypatch):
-    monkeypatch.setattr("gmvae.neighbours.CHUNK", 7)  # several blocks, a short last one
+    monkeypatch.setattr("gmvae.data.neighbours.CHUNK", 7)  # several blocks, a short last one
     x = torch.rand(50, 10)
     found = nearest_neighbours(x, 3, seed=0, device=CPU)
     assert found.shape == (50, 3)
@@ -46,7 +46,7 @@ def test_fewer_examples_than_neighbours_is_a_clear_error():
 
 
 def test_past_the_pool_size_neighbours_come_from_the_sampled_candidates(monkeypatch):
-    monkeypatch.setattr("gmvae.neighbours.MAX_POOL", 40)
+    monkeypatch.setattr("gmvae.data.neighbours.MAX_POOL", 40)
     x = torch.rand(100, 6)
     found = nearest_neighbours(x, 3, seed=0, device=CPU)
     assert found.shape == (100, 3) and len(found.unique()) <= 40

@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from gmvae.batches import BatchSource
+from gmvae.data.batches import BatchSource
+from gmvae.data.neighbours import NeighbourSearch
 from gmvae.errors import GMVAEError
-from gmvae.model import GMVAENet, ModelConfig
-from gmvae.neighbours import NeighbourSearch
-from gmvae.objective import (
+from gmvae.model.network import GMVAENet, ModelConfig
+from gmvae.train.objective import (
     REGULARISERS,
     Objective,
     ObjectiveConfig,
@@ -22,10 +22,12 @@ CPU = torch.device("cpu")
 EVERY_TERM = {term.weight: 0.5 for term in REGULARISERS}
 
 
-def objective_for(x: torch.Tensor, labels=None, **settings) -> Objective:
+def objective_for(
+    x: torch.Tensor, labels=None, likelihood: str = "bernoulli", **settings
+) -> Objective:
     torch.manual_seed(0)
     config = ModelConfig(
-        x_dim=16, image_shape=(4, 4), n_clusters=3, z_dim=2, hidden_dim=8, likelihood="bernoulli"
+        x_dim=16, image_shape=(4, 4), n_clusters=3, z_dim=2, hidden_dim=8, likelihood=likelihood
     )
     objective = Objective(GMVAENet(config), ObjectiveConfig(**settings))
     objective.prepare(BatchSource(x, CPU, labels), NeighbourSearch(x, 0, CPU))
@@ -143,3 +145,10 @@ def test_labelled_rows_take_their_class_as_y_and_only_they_add_a_cross_entropy()
     cat = (log_q.exp() * log_q).sum(-1) + math.log(3)
     expected = 2 * math.log(3) + cat[~known].sum()  # a labelled row's y is one-hot
     torch.testing.assert_close(out.sums["cat"], expected)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_terms_stay_finite_on_all_zero_and_all_one_images(likelihood):
+    for x in (torch.zeros(8, 16), torch.ones(8, 16)):
+        objective = objective_for(x, likelihood=likelihood, **EVERY_TERM)
+        assert all(torch.isfinite(v) for v in step(objective, x).sums.values())

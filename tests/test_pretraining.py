@@ -2,10 +2,10 @@ import numpy as np
 import torch
 from sklearn.mixture import GaussianMixture
 
-from gmvae import inference
-from gmvae.metrics import cluster_accuracy
-from gmvae.model import GMVAENet, ModelConfig
-from gmvae.pretraining import pretrain, start_from_mixture
+from gmvae.model import inference
+from gmvae.model.network import GMVAENet, ModelConfig
+from gmvae.run.metrics import cluster_accuracy
+from gmvae.train.pretraining import pretrain, start_from_mixture
 
 
 def digits_model(seed: int = 0) -> GMVAENet:

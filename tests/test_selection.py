@@ -6,11 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from gmvae import inference, selection
-from gmvae.assembly import assemble, load_data
 from gmvae.cli import main
-from gmvae.selection import candidate_seed, choose_start, held_out_split
-from gmvae.settings import DataConfig, ExperimentConfig
+from gmvae.model import inference
+from gmvae.run import selection
+from gmvae.run.assembly import assemble, load_data
+from gmvae.run.selection import candidate_seed, choose_start, held_out_split
+from gmvae.run.settings import DataConfig, ExperimentConfig
 
 QUICK = ["--epochs", "1", "--hidden-dim", "32", "--z-dim", "4", "--monitor-size", "100"]
 

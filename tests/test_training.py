@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from gmvae import inference
-from gmvae.batches import BatchSource
-from gmvae.distributed import resolve_device
+from gmvae.data.batches import BatchSource
+from gmvae.data.labels import draw_per_class
 from gmvae.errors import GMVAEError
-from gmvae.labels import draw_per_class
-from gmvae.metrics import cluster_accuracy
-from gmvae.model import GMVAENet, ModelConfig
-from gmvae.naming import permute_clusters
-from gmvae.training import NonFiniteError, TrainConfig, Trainer, TrainingInterrupted
+from gmvae.model import inference
+from gmvae.model.network import GMVAENet, ModelConfig
+from gmvae.run.metrics import cluster_accuracy
+from gmvae.train.distributed import resolve_device
+from gmvae.train.naming import permute_clusters
+from gmvae.train.trainer import NonFiniteError, TrainConfig, Trainer, TrainingInterrupted
 from tests.trainers import make_trainer
 
 

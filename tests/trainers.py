@@ -5,10 +5,10 @@ from pathlib import Path
 
 import torch
 
-from gmvae.distributed import World
-from gmvae.model import GMVAENet
-from gmvae.objective import Objective, ObjectiveConfig
-from gmvae.training import TrainConfig, Trainer
+from gmvae.model.network import GMVAENet
+from gmvae.train.distributed import World
+from gmvae.train.objective import Objective, ObjectiveConfig
+from gmvae.train.trainer import TrainConfig, Trainer
 
 CPU = torch.device("cpu")
 OBJECTIVE_FIELDS = {f.name for f in fields(ObjectiveConfig)}

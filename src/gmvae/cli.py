@@ -50,7 +50,7 @@ def _add_dataclass_flags(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gmvae.settings import DEFAULT_PRESET, PRESETS, SECTIONS, ExperimentConfig
+    from gmvae.run.settings import DEFAULT_PRESET, PRESETS, SECTIONS, ExperimentConfig
 
     parser = argparse.ArgumentParser(prog="gmvae", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"gmvae {__version__}")
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 def setting_overrides(args: argparse.Namespace) -> dict[str, dict]:
     """The settings flags given to `gmvae train`: {section: {field: value}}, a section per
     settings.SECTIONS."""
-    from gmvae.settings import SECTIONS
+    from gmvae.run.settings import SECTIONS
 
     overrides: dict[str, dict] = {section: {} for section in SECTIONS}
     for key, value in vars(args).items():
@@ -147,11 +147,11 @@ def setting_overrides(args: argparse.Namespace) -> dict[str, dict]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from gmvae import distributed
-    from gmvae.experiment import Output, resume_experiment, run_experiment
-    from gmvae.settings import ExperimentConfig
+    from gmvae.run.experiment import Output, resume_experiment, run_experiment
+    from gmvae.run.settings import ExperimentConfig
     from gmvae.storage import read_json
-    from gmvae.training import TrainingInterrupted
+    from gmvae.train import distributed
+    from gmvae.train.trainer import TrainingInterrupted
 
     overrides = setting_overrides(args)
     if args.resume is not None:
@@ -191,8 +191,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _load_run(run: Path, device: str):
-    from gmvae.checkpoint import load_model
-    from gmvae.distributed import resolve_device
+    from gmvae.model.checkpoint import load_model
+    from gmvae.train.distributed import resolve_device
 
     if not (run / "model").is_dir():
         raise GMVAEError(f"{run} is not a run folder (no model/ inside)")
@@ -201,8 +201,8 @@ def _load_run(run: Path, device: str):
 
 def _run_data(run: Path, data_dir: str | None):
     """The data a run was trained on (read again as its config.json says) and its seed."""
-    from gmvae.assembly import load_data
-    from gmvae.settings import DataConfig
+    from gmvae.run.assembly import load_data
+    from gmvae.run.settings import DataConfig
     from gmvae.storage import read_json
 
     saved = read_json(run / "config.json")
@@ -217,7 +217,7 @@ def _run_data(run: Path, data_dir: str | None):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from gmvae.experiment import evaluate, format_table
+    from gmvae.run.experiment import evaluate, format_table
 
     model = _load_run(args.run, args.device)
     data, seed = _run_data(args.run, args.data_dir)
@@ -226,7 +226,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from gmvae.report import write_report
+    from gmvae.run.report import write_report
 
     if not (args.run / "results.json").is_file():
         raise GMVAEError(f"{args.run} has no results.json: not a finished run")
@@ -236,9 +236,9 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from gmvae import inference
-    from gmvae.checkpoint import load_scaling
-    from gmvae.data import read_inputs
+    from gmvae.data.datasets import read_inputs
+    from gmvae.model import inference
+    from gmvae.model.checkpoint import load_scaling
     from gmvae.storage import atomic_write, read_json
 
     model = _load_run(args.run, args.device)
@@ -257,7 +257,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from gmvae import inference, plots
+    from gmvae.model import inference
+    from gmvae.run import plots
 
     model = _load_run(args.run, "cpu")
     if model.config.image_shape is None:
@@ -273,16 +274,16 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:
-    from gmvae.data import dataset_status
+    from gmvae.data.datasets import dataset_status
 
     for name, where in dataset_status():
         print(f"{name:<15} {where}")
 
 
 def cmd_select_k(args: argparse.Namespace) -> None:
-    from gmvae.assembly import load_data
-    from gmvae.selection import select_k
-    from gmvae.settings import ExperimentConfig, parse_int_range
+    from gmvae.run.assembly import load_data
+    from gmvae.run.selection import select_k
+    from gmvae.run.settings import ExperimentConfig, parse_int_range
 
     config = ExperimentConfig.from_preset(
         args.preset,

@@ -11,15 +11,16 @@ from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from gmvae import distributed, inference
-from gmvae.assembly import assemble
-from gmvae.checkpoint import load_model, load_scaling, save_model
-from gmvae.distributed import resolve_device
+from gmvae.data.labels import check_labels
+from gmvae.data.preprocessing import ScaledRows, prepare
 from gmvae.errors import GMVAEError
-from gmvae.labels import check_labels
-from gmvae.preprocessing import ScaledRows, prepare
-from gmvae.settings import ExperimentConfig
+from gmvae.model import inference
+from gmvae.model.checkpoint import load_model, load_scaling, save_model
+from gmvae.run.assembly import assemble
+from gmvae.run.settings import ExperimentConfig
 from gmvae.storage import atomic_write, read_json
+from gmvae.train import distributed
+from gmvae.train.distributed import resolve_device
 
 ESTIMATOR_FILE = "estimator.json"
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from gmvae.data import NAMED_DATASETS
+from gmvae.data.datasets import NAMED_DATASETS
 from gmvae.errors import GMVAEError
-from gmvae.model import ModelConfig
-from gmvae.objective import ObjectiveConfig
-from gmvae.training import TrainConfig
+from gmvae.model.network import ModelConfig
+from gmvae.train.objective import ObjectiveConfig
+from gmvae.train.trainer import TrainConfig
 
 # The reference project's settings are the dataclass defaults (K=10, z_dim=64, width 512,
 # batch 64, Adam 1e-3, BCE, 50 epochs, seed 0); a preset lists only what differs from them.

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from gmvae.data.preprocessing import ScaledRows
 from gmvae.errors import GMVAEError
-from gmvae.preprocessing import ScaledRows
 
 PCA_DIMS = 50
 PCA_SAMPLE = 10_000  # rows that fit the principal components

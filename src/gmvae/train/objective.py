@@ -26,17 +26,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gmvae import augment
-from gmvae.batches import BatchSource
+from gmvae.data import augment
+from gmvae.data.batches import BatchSource
+from gmvae.data.neighbours import NeighbourSearch, read_rows
 from gmvae.errors import GMVAEError
-from gmvae.losses import (
+from gmvae.model.losses import (
     categorical_kl_uniform,
     gaussian_log_density,
     reconstruction_nll,
     weighted_loss,
 )
-from gmvae.model import GMVAENet, NetworkOutput, draw_noise
-from gmvae.neighbours import NeighbourSearch, read_rows
+from gmvae.model.network import GMVAENet, NetworkOutput, draw_noise
 
 # The adversarial step's length scales with the distance to this neighbour, as in IMSAT: short
 # in dense regions, where a cluster boundary must not pass, longer in sparse ones.

@@ -30,22 +30,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gmvae import inference, plots
-from gmvae.assembly import assemble, load_data
-from gmvae.checkpoint import save_model
-from gmvae.data import Dataset
-from gmvae.distributed import World, broadcast
+from gmvae.data.datasets import Dataset
+from gmvae.data.labels import LABELLED_FILE, read_labelled, write_labelled
+from gmvae.data.preprocessing import ScaledRows
 from gmvae.errors import GMVAEError
-from gmvae.labels import LABELLED_FILE, read_labelled, write_labelled
-from gmvae.metrics import clustering_scores, contingency, hungarian_match, usage_entropy
-from gmvae.model import GMVAENet
-from gmvae.objective import TERM_NAMES
-from gmvae.preprocessing import ScaledRows
-from gmvae.report import write_report
-from gmvae.selection import choose_start
-from gmvae.settings import DataConfig, ExperimentConfig
+from gmvae.model import inference
+from gmvae.model.checkpoint import save_model
+from gmvae.model.network import GMVAENet
+from gmvae.run import plots
+from gmvae.run.assembly import assemble, load_data
+from gmvae.run.metrics import clustering_scores, contingency, hungarian_match, usage_entropy
+from gmvae.run.report import write_report
+from gmvae.run.selection import choose_start
+from gmvae.run.settings import DataConfig, ExperimentConfig
 from gmvae.storage import atomic_write, read_json, write_json
-from gmvae.training import Trainer
+from gmvae.train.distributed import World, broadcast
+from gmvae.train.objective import TERM_NAMES
+from gmvae.train.trainer import Trainer
 from gmvae.version import __version__
 
 TSNE_POINTS = 2000

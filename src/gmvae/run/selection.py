@@ -13,15 +13,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gmvae import inference, plots
-from gmvae.assembly import assemble
-from gmvae.data import Dataset
-from gmvae.distributed import broadcast
+from gmvae.data.datasets import Dataset
 from gmvae.errors import GMVAEError
-from gmvae.metrics import clustering_scores, usage_entropy
-from gmvae.settings import ExperimentConfig
+from gmvae.model import inference
+from gmvae.run import plots
+from gmvae.run.assembly import assemble
+from gmvae.run.metrics import clustering_scores, usage_entropy
+from gmvae.run.settings import ExperimentConfig
 from gmvae.storage import atomic_write
-from gmvae.training import Trainer
+from gmvae.train.distributed import broadcast
+from gmvae.train.trainer import Trainer
 
 HELD_OUT_SHARE = 0.1
 

@@ -15,9 +15,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
+from gmvae.data.preprocessing import Scaling
 from gmvae.errors import GMVAEError
-from gmvae.model import GMVAENet, ModelConfig
-from gmvae.preprocessing import Scaling
+from gmvae.model.network import GMVAENet, ModelConfig
 from gmvae.storage import atomic_write, read_json, write_json
 from gmvae.version import __version__
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gmvae import inference, plots
-from gmvae.data import Dataset
-from gmvae.model import GMVAENet
+from gmvae.data.datasets import Dataset
+from gmvae.model import inference
+from gmvae.model.network import GMVAENet
+from gmvae.run import plots
 from gmvae.storage import atomic_write, read_json
 
 REPORT_FILE = "report.html"

@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gmvae.data import Dataset, open_dataset
-from gmvae.distributed import World, resolve_device
+from gmvae.data.datasets import Dataset, open_dataset
+from gmvae.data.labels import check_labels, draw_per_class
+from gmvae.data.preprocessing import ScaledRows, value_range
 from gmvae.errors import GMVAEError
-from gmvae.labels import check_labels, draw_per_class
-from gmvae.model import GMVAENet
-from gmvae.objective import Objective
-from gmvae.preprocessing import ScaledRows, value_range
-from gmvae.settings import DataConfig, ExperimentConfig, parse_int_range
-from gmvae.training import Trainer
+from gmvae.model.network import GMVAENet
+from gmvae.run.settings import DataConfig, ExperimentConfig, parse_int_range
+from gmvae.train.distributed import World, resolve_device
+from gmvae.train.objective import Objective
+from gmvae.train.trainer import Trainer
 
 
 def load_data(config: DataConfig, seed: int = 0) -> Dataset:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gmvae.errors import GMVAEError
-from gmvae.losses import (
+from gmvae.model.losses import (
     LIKELIHOODS,
     categorical_kl_uniform,
     gaussian_kl,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gmvae.preprocessing import ScaledRows
+from gmvae.data.preprocessing import ScaledRows
 
 
 class BatchSource:

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gmvae.model import GMVAENet
-from gmvae.preprocessing import ScaledRows
+from gmvae.data.preprocessing import ScaledRows
+from gmvae.model.network import GMVAENet
 
 EVAL_BATCH = 2048
 ArrayLike = np.ndarray | torch.Tensor | ScaledRows

@@ -1,6 +1,6 @@
 """The training loop: steps, devices and DDP, checkpoints and exact resume, stop requests and
-the non-finite policy. What a step optimises is the Objective's (gmvae.objective); pretraining
-is a phase before the loop, cluster naming an end-of-epoch hook (gmvae.naming). Data stays on
+the non-finite policy. What a step optimises is the Objective's (gmvae.train.objective); pretraining
+is a phase before the loop, cluster naming an end-of-epoch hook (gmvae.train.naming). Data stays on
 the device; batches are index slices of a seeded permutation; the terms' sums stay on the
 device and are read once per epoch."""
 
@@ -18,16 +18,16 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from gmvae.batches import BatchSource
-from gmvae.checkpoint import load_training_state, save_training_state
-from gmvae.distributed import World, all_sum, share_buffers, share_parameters
+from gmvae.data.batches import BatchSource
+from gmvae.data.neighbours import NeighbourSearch
+from gmvae.data.preprocessing import ScaledRows
 from gmvae.errors import GMVAEError
-from gmvae.model import GMVAENet
-from gmvae.naming import ClusterNaming
-from gmvae.neighbours import NeighbourSearch
-from gmvae.objective import Objective, Progress, StepInputs
-from gmvae.preprocessing import ScaledRows
-from gmvae.pretraining import pretrain
+from gmvae.model.checkpoint import load_training_state, save_training_state
+from gmvae.model.network import GMVAENet
+from gmvae.train.distributed import World, all_sum, share_buffers, share_parameters
+from gmvae.train.naming import ClusterNaming
+from gmvae.train.objective import Objective, Progress, StepInputs
+from gmvae.train.pretraining import pretrain
 
 NONFINITE_POLICIES = ("stop", "skip")
 PROGRESS_EVERY = 25  # steps between updates of the progress bar's loss and usage entropy

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gmvae.data.files import TABLE_SUFFIXES, parse_idx, read_bytes, read_data
+from gmvae.data.preprocessing import ScaledRows, Scaling, prepare
 from gmvae.errors import GMVAEError
-from gmvae.files import TABLE_SUFFIXES, parse_idx, read_bytes, read_data
-from gmvae.preprocessing import ScaledRows, Scaling, prepare
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ MNIST = IdxSource(
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
     ),
     # The copy vendored in a source checkout: <repo>/data/mnist, three levels above this file.
-    local_dirs=(Path(__file__).resolve().parents[2] / "data" / "mnist",),
+    local_dirs=(Path(__file__).resolve().parents[3] / "data" / "mnist",),
 )
 FASHION_MNIST = IdxSource(
     name="fashion-mnist",
@@ -104,7 +104,7 @@ class Dataset:
     image_shape: tuple[int, ...] | None
     scaling: Scaling | None = None  # how raw values were mapped to x (None: already in [0, 1])
     # Semi-supervised runs only: the class of each training example that training may use,
-    # -1 where unknown (gmvae.labels). None for clustering, which trains on no label at all.
+    # -1 where unknown (gmvae.data.labels). None for clustering, which trains on no label at all.
     train_labels: np.ndarray | None = None
     label_names: list[str] | None = None  # a file's original label of each class index
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gmvae.batches import BatchSource
-from gmvae.distributed import World, share_buffers
-from gmvae.labels import cluster_order
-from gmvae.model import GMVAENet
-from gmvae.neighbours import NeighbourSearch
+from gmvae.data.batches import BatchSource
+from gmvae.data.labels import cluster_order
+from gmvae.data.neighbours import NeighbourSearch
+from gmvae.model.network import GMVAENet
+from gmvae.train.distributed import World, share_buffers
 
 # Each labelled example names its class's cluster through this many of its nearest neighbours
 # (on MNIST nearly all of them show the same digit).

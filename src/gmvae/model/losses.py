@@ -1,4 +1,4 @@
-"""Densities and divergences the objective (gmvae.objective) and the ELBO are built from, each
+"""Densities and divergences the objective (gmvae.train.objective) and the ELBO are built from, each
 per example, shape (N,)."""
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.mixture import GaussianMixture
 
-from gmvae.losses import reconstruction_nll
-from gmvae.model import MIN_VARIANCE, GMVAENet
+from gmvae.model.losses import reconstruction_nll
+from gmvae.model.network import MIN_VARIANCE, GMVAENet
 
 # The mixture is fitted on at most this many codes (a seeded draw): enough for K diagonal
 # Gaussians, and seconds instead of minutes on 60,000 MNIST images.

@@ -1,0 +1,2 @@
+"""A run: its settings, the assembly of a trainer, the run folder, the choice among short
+models, figures and the report."""
