@@ -159,6 +159,35 @@ def test_every_setting_is_a_train_flag(capsys):
         "--out",
     ):
         assert flag in text, flag
+    # The defaults shown are those a plain `gmvae train` uses (the default preset's), and the
+    # placeholders are plain names.
+    flat = " ".join(text.split())
+    for shown in ("--epochs EPOCHS passes over the training data (default: 15)",
+                  "(default: 256)", "Adam learning rate (default: 0.002)",
+                  "keeps clusters in use (default: 0.4)", "--data DATA ",
+                  "--label-column LABEL_COLUMN "):  # fmt: skip
+        assert shown in flat, shown
+    assert "DATA.DATA" not in text and "TRAIN." not in text
+
+
+def test_every_setting_is_checked_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "r"
+    for flags, message in [
+        (["--batch-size", "1"], "two examples"),
+        (["--w-rec", "-1"], "must be finite and at least 0"),
+        (["--w-gauss", "nan"], "must be finite and at least 0"),
+        (["--lr", "inf"], "lr must be positive"),
+        (["--tau-decay", "-0.1"], "tau_decay"),
+        (["--monitor-size", "0"], "at least 1"),
+    ]:
+        expect_error([*TRAIN_TINY, *flags, "--out", str(out)], capsys, message)
+        assert not out.exists(), flags
+    main([*TRAIN_TINY, "--quiet", "--out", str(out)])  # the same folder, once the settings are good
+    assert (out / "results.json").exists()
+
+
+def test_a_run_folder_that_cannot_be_written_is_said_to_be_so(tmp_path, capsys):
+    expect_error([*TRAIN_TINY, "--out", "/proc/gmvae-run"], capsys, "not a writable folder")
 
 
 def test_an_unwritable_or_full_run_folder_fails_before_training(tmp_path, capsys, monkeypatch):

@@ -121,5 +121,5 @@ def test_missing_or_unreadable_predict_input_is_a_clear_error(tmp_path):
     with pytest.raises(GMVAEError, match="does not exist"):
         read_inputs(tmp_path / "nothing.npy", 784, True, None)
     (tmp_path / "junk.npy").write_bytes(b"not numpy")
-    with pytest.raises(GMVAEError, match="cannot read"):
+    with pytest.raises(GMVAEError, match="is not an .npy file"):
         read_inputs(tmp_path / "junk.npy", 784, True, None)

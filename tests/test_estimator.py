@@ -96,14 +96,90 @@ def test_torch_tensors_are_accepted(digits):
     assert model.predict(x).shape == (200,)
 
 
-def test_save_and_load_round_trip_the_fitted_model(digits, tmp_path):
+def fitted_attributes(estimator: GMVAE) -> dict:
+    return {k: v for k, v in vars(estimator).items() if k.endswith("_") and k != "model_"}
+
+
+def same(a: object, b: object) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.array_equal(np.asarray(a), np.asarray(b))
+    if hasattr(a, "to_dict"):  # a Scaling
+        return same(a.offset, b.offset) and same(a.scale, b.scale)
+    return a == b
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["table", "images as arrays", "flat rows with image_shape"],
+)
+def test_save_and_load_round_trip_every_fitted_attribute(digits, tmp_path, kind):
     x = digits[0][:300]
-    model = GMVAE(n_clusters=4, **SMALL).fit(x)
+    if kind == "table":
+        model, data = GMVAE(n_clusters=4, **SMALL), x * 16 + 3.0  # standardised on the way in
+    elif kind == "images as arrays":
+        model, data = GMVAE(n_clusters=4, **SMALL), x.reshape(-1, 8, 8)
+    else:
+        model, data = GMVAE(n_clusters=4, image_shape=(8, 8), **SMALL), x
+    model.fit(data)
     model.save(tmp_path / "m")
     loaded = GMVAE.load(tmp_path / "m")
     assert loaded.get_params() == model.get_params()
-    np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
-    np.testing.assert_array_equal(loaded.transform(x), model.transform(x))
+    before, after = fitted_attributes(model), fitted_attributes(loaded)
+    assert set(before) == set(after)
+    assert all(same(before[k], after[k]) for k in before), [
+        k for k in before if not same(before[k], after[k])
+    ]
+    np.testing.assert_array_equal(loaded.predict_proba(data), model.predict_proba(data))
+    np.testing.assert_array_equal(loaded.transform(data), model.transform(data))
+
+
+def test_save_refuses_to_replace_a_model_unless_asked_and_replaces_it_whole(digits, tmp_path):
+    x = digits[0][:300]
+    first = GMVAE(n_clusters=4, **SMALL).fit(x)
+    first.save(tmp_path / "m")
+    second = GMVAE(n_clusters=3, **SMALL).fit(x)
+    with pytest.raises(GMVAEError, match="already exists; save"):
+        second.save(tmp_path / "m")
+    assert GMVAE.load(tmp_path / "m").n_clusters == 4
+    second.save(tmp_path / "m", overwrite=True)
+    assert GMVAE.load(tmp_path / "m").n_clusters == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no staging folder left
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(GMVAEError, match="not a saved GMVAE"):
+        second.save(tmp_path / "other", overwrite=True)
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("params.n_clusters", 7, "n_clusters"),
+        ("params.preset", "mine", "preset"),
+        ("params.latent_dim", 9, "latent_dim"),
+        ("input_shape", [65], "input_shape"),
+        ("n_features_in", 3, "n_features_in"),
+        ("labels", [99, 0], "labels"),
+        ("params", "x", "not a saved GMVAE"),
+        ("input_shape", "x", "not a saved GMVAE"),
+    ],
+)
+def test_an_estimator_json_that_does_not_fit_its_model_is_refused(
+    digits, tmp_path, field, value, message
+):
+    import json
+
+    GMVAE(n_clusters=4, **SMALL).fit(digits[0][:200]).save(tmp_path / "m")
+    path = tmp_path / "m" / "estimator.json"
+    state = json.loads(path.read_text())
+    *parents, leaf = field.split(".")
+    target = state
+    for key in parents:
+        target = target[key]
+    target[leaf] = value
+    path.write_text(json.dumps(state))
+    with pytest.raises(GMVAEError, match=message):
+        GMVAE.load(tmp_path / "m")
 
 
 def test_works_in_pipeline_clone_and_grid_search(digits):

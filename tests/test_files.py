@@ -248,3 +248,56 @@ def test_an_npz_label_array_with_minus_one_trains_semi_supervised_on_the_rest(tm
     assert [int(r["label"]) for r in labelled] == y[::10].tolist()
     # Without --semi-supervised, labels only score, and -1 is a class like any other.
     assert read_data(tmp_path / "wine.npz").label_names == ["-1", "0", "1", "2"]
+
+
+def test_sixteen_bit_pngs_are_rescaled_not_clipped(tmp_path):
+    deep = np.array([[0, 1000, 30000, 65535]] * 4, dtype=np.uint16)
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    Image.fromarray(deep).save(tmp_path / "imgs" / "a" / "deep.png")
+    Image.fromarray((deep // 257).astype(np.uint8)).save(tmp_path / "imgs" / "a" / "flat.png")
+    data = open_dataset(str(tmp_path / "imgs"), None, None, (10, 2, 2), 0)
+    x = data.x_train.reshape(2, 4, 4)
+    np.testing.assert_allclose(x[0], deep / 65535, atol=1e-6)  # deep.png sorts first
+    np.testing.assert_allclose(x[1], (deep // 257) / 255, atol=1e-6)
+
+
+def test_files_that_are_not_what_their_name_says_are_named_and_never_unpickled(tmp_path, capsys):
+    t = ["train", *QUICK, "--out", str(tmp_path / "never"), "--data"]
+    write_csv(tmp_path / "table.npy", [["1", "2"]] * 20, ["a", "b"])
+    expect_error([*t, str(tmp_path / "table.npy")], capsys, "is not an .npy file")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}] * 20, dtype=object))
+    expect_error([*t, str(tmp_path / "objects.npy")], capsys, "holds Python objects")
+    np.save(tmp_path / "complex.npy", np.ones((20, 3), dtype=complex))
+    expect_error([*t, str(tmp_path / "complex.npy")], capsys, "complex numbers")
+    assert "allow_pickle" not in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
+def test_predict_refuses_bad_values_and_bad_outputs_before_writing_anything(
+    wine_csv, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    train(
+        ["--data", str(wine_csv), "--label-column", "kind", "--n-clusters", "3", "--out", str(out)],
+        capsys,
+    )
+    rows = np.loadtxt(wine_csv, delimiter=",", skiprows=1, usecols=range(13))
+    predict = ["predict", str(out), "--input"]
+    huge = rows.copy()
+    huge[2, 5] = 1e300
+    np.save(tmp_path / "huge.npy", huge)
+    target = tmp_path / "p.csv"
+    expect_error([*predict, str(tmp_path / "huge.npy"), "--output", str(target)], capsys, "row 2")
+    np.save(tmp_path / "complex.npy", rows.astype(complex))
+    expect_error([*predict, str(tmp_path / "complex.npy"), "--output", str(target)], capsys,
+                 "complex numbers")  # fmt: skip
+    np.save(tmp_path / "ok.npy", rows)
+    good = [*predict, str(tmp_path / "ok.npy"), "--output"]
+    expect_error([*good, str(tmp_path)], capsys, "is a folder")
+    expect_error([*good, "/proc/no/such/p.csv"], capsys, "not a writable folder")
+    assert not target.exists()
+    meta = json.loads((out / "model" / "config.json").read_text())
+    meta["scaling"]["offset"] = meta["scaling"]["offset"][:5]
+    meta["scaling"]["scale"] = meta["scaling"]["scale"][:5]
+    (out / "model" / "config.json").write_text(json.dumps(meta))
+    expect_error([*good, str(target)], capsys, "the saved scaling has 5 features")

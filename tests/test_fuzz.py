@@ -2,6 +2,7 @@
 damage that leaves a valid file, a result)."""
 
 import contextlib
+import dataclasses
 import gzip
 import io
 import json
@@ -15,8 +16,15 @@ from hypothesis import strategies as st
 
 from gmvae.data.datasets import read_inputs
 from gmvae.data.files import parse_idx, read_data, read_idx
+from gmvae.data.preprocessing import prepare
 from gmvae.errors import GMVAEError
-from gmvae.model.checkpoint import load_model, load_training_state, save_model, save_training_state
+from gmvae.model.checkpoint import (
+    load_model,
+    load_scaling,
+    load_training_state,
+    save_model,
+    save_training_state,
+)
 from gmvae.model.network import GMVAENet, ModelConfig
 
 FUZZ = settings(
@@ -114,10 +122,8 @@ JSON_VALUES = st.recursive(
 
 @FUZZ
 @given(
-    field=st.sampled_from(
-        ["x_dim", "image_shape", "n_clusters", "z_dim", "hidden_dim", "likelihood", "unknown"]
-    ),
-    value=JSON_VALUES,
+    field=st.sampled_from([f.name for f in dataclasses.fields(ModelConfig)] + ["unknown"]),
+    value=JSON_VALUES | st.sampled_from([10**12, 10**18, 2**63, -1, 0]),
 )
 def test_tampered_model_config_is_refused_or_still_fits_the_weights(
     model_folder, tmp_path, field, value
@@ -181,3 +187,56 @@ def test_a_checkpoint_carrying_code_is_refused_without_running_it(tmp_path):
     with pytest.raises(GMVAEError):
         load_training_state(path)
     assert not marker.exists()
+
+
+@FUZZ
+@given(
+    field=st.sampled_from(["format", "format_version", "gmvae_version", "scaling", "model"]),
+    value=JSON_VALUES,
+)
+def test_tampered_model_folder_metadata_is_refused_or_harmless(
+    model_folder, tmp_path, field, value
+):
+    meta = json.loads((model_folder / "config.json").read_text())
+    meta[field] = value
+    folder = tmp_path / "m"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(meta))
+    (folder / "weights.safetensors").write_bytes(
+        (model_folder / "weights.safetensors").read_bytes()
+    )
+    try:
+        model = load_model(folder)
+        scaling = load_scaling(folder, model.config.x_dim)
+    except GMVAEError:
+        return
+    assert model.config.x_dim == 16
+    assert scaling is None or len(scaling.offset) in (1, 16)
+
+
+def test_an_absurd_model_size_is_refused_before_anything_is_allocated(model_folder, tmp_path):
+    meta = json.loads((model_folder / "config.json").read_text())
+    meta["model"]["hidden_dim"] = 10**12
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    (tmp_path / "weights.safetensors").write_bytes(
+        (model_folder / "weights.safetensors").read_bytes()
+    )
+    with pytest.raises(GMVAEError, match="config"):
+        load_model(tmp_path)
+
+
+@FUZZ
+@given(
+    offset=st.sampled_from([0.0, 1e6, 1e12, -1e15]),
+    magnitude=st.floats(1e-300, 1e308),
+    row=st.integers(0, 9),
+)
+def test_tables_of_any_magnitude_are_standardised_finitely_or_refused(offset, magnitude, row):
+    values = offset + np.arange(30.0).reshape(10, 3)
+    values[row, 1] = magnitude
+    try:
+        x = prepare(values, is_image=False)[0]
+    except GMVAEError as err:
+        assert "overflow" in str(err) and magnitude > 1e150
+        return
+    assert np.isfinite(x).all()

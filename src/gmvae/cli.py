@@ -89,7 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="cluster and q(y|x) for each row of a file")
     predict.add_argument("run", type=Path)
-    predict.add_argument("--input", type=Path, required=True, help=".npy or IDX (.gz) file")
+    predict.add_argument(
+        "--input",
+        type=Path,
+        required=True,
+        help="rows to cluster, in any format train reads (.npy, .npz, .csv, .tsv, .parquet, "
+        "IDX, a folder of images)",
+    )
     predict.add_argument("--output", type=Path, required=True, help="CSV to write")
     predict.add_argument("--device", default="auto")
     predict.set_defaults(func=cmd_predict)
@@ -239,11 +245,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from gmvae.data.datasets import read_inputs
     from gmvae.model import inference
     from gmvae.model.checkpoint import load_scaling
-    from gmvae.storage import atomic_write, read_json
+    from gmvae.storage import atomic_write, check_writable, read_json
 
+    check_writable(args.output)
     model = _load_run(args.run, args.device)
     label_column = read_json(args.run / "config.json").get("data", {}).get("label_column")
-    scaling = load_scaling(args.run / "model")
+    scaling = load_scaling(args.run / "model", model.config.x_dim)
     images = model.config.image_shape is not None
     x = read_inputs(args.input, model.config.x_dim, images, scaling, label_column)
     probs = inference.cluster_probabilities(model, x)
@@ -259,7 +266,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def cmd_sample(args: argparse.Namespace) -> None:
     from gmvae.model import inference
     from gmvae.run import plots
+    from gmvae.storage import check_writable
 
+    check_writable(args.output)
     model = _load_run(args.run, "cpu")
     if model.config.image_shape is None:
         raise GMVAEError(f"{args.run} was trained on tables, not images: nothing to draw")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +20,7 @@ from gmvae.errors import GMVAEError
 from gmvae.model import inference
 from gmvae.model.checkpoint import load_model, load_scaling, save_model
 from gmvae.run.assembly import assemble
-from gmvae.run.settings import ExperimentConfig
+from gmvae.run.settings import PRESETS, ExperimentConfig
 from gmvae.storage import atomic_write, read_json
 from gmvae.train import distributed
 from gmvae.train.distributed import resolve_device
@@ -194,40 +197,97 @@ class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
         x = self._inputs(X)
         return self._to_user_space(inference.reconstruct(self.model_, x))
 
-    def save(self, folder: str | Path) -> None:
-        """Write the fitted model to `folder` (safetensors weights and JSON, no pickle)."""
+    def save(self, folder: str | Path, overwrite: bool = False) -> None:
+        """Write the fitted model to `folder` (safetensors weights and JSON, no pickle). An
+        existing model folder is replaced only with `overwrite`; either way the folder is
+        written beside it and renamed into place, so a reader sees the old model or the whole
+        new one."""
         check_is_fitted(self, "model_")
         folder = Path(folder)
-        save_model(self.model_, folder, self.scaling_)
+        if folder.exists() and not (folder.is_dir() and not any(folder.iterdir())):
+            if not overwrite:
+                raise GMVAEError(f"{folder} already exists; save(..., overwrite=True) replaces it")
+            if not (folder / ESTIMATOR_FILE).is_file():
+                raise GMVAEError(f"{folder} exists and is not a saved GMVAE: not replaced")
         state = {
             "params": {k: v for k, v in self.get_params().items() if k != "random_state"},
             "random_state": self.random_state if isinstance(self.random_state, int) else None,
             "input_shape": list(self.input_shape_),
+            "n_features_in": int(self.n_features_in_),
             "feature_names_in": getattr(self, "feature_names_in_", np.array([])).tolist(),
+            "labels": self.labels_.tolist(),
             "history": self.history_,
         }
-        atomic_write(folder / ESTIMATOR_FILE, json.dumps(state, indent=2) + "\n")
+        staging = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+        try:
+            save_model(self.model_, staging, self.scaling_)
+            atomic_write(staging / ESTIMATOR_FILE, json.dumps(state, indent=2) + "\n")
+            replace_folder(staging, folder)
+        except OSError as err:
+            raise GMVAEError(f"cannot write {folder}: {err.strerror or err}") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu") -> GMVAE:
-        """Read what `save` wrote; any damage is a GMVAEError naming the file."""
+        """Read what `save` wrote; any damage, or an estimator.json that does not fit the
+        model, is a GMVAEError naming the file."""
         folder = Path(folder)
         state = read_json(folder / ESTIMATOR_FILE)
+        where = folder / ESTIMATOR_FILE
         try:
-            estimator = cls(**state["params"], random_state=state["random_state"])
+            params = dict(state["params"])
+            if params.get("image_shape") is not None:  # a JSON list, given as a tuple
+                params["image_shape"] = tuple(int(n) for n in params["image_shape"])
+            estimator = cls(**params, random_state=state["random_state"])
             input_shape = tuple(int(n) for n in state["input_shape"])
+            n_features = int(state["n_features_in"])
+            labels = np.asarray(state["labels"], dtype=np.int64)
         except (KeyError, TypeError, ValueError) as err:
-            raise GMVAEError(f"{folder / ESTIMATOR_FILE} is not a saved GMVAE: {err}") from None
+            raise GMVAEError(f"{where} is not a saved GMVAE: {err}") from None
         model = load_model(folder, resolve_device(device))
+        config = model.config
+        expected = {
+            "n_clusters": config.n_clusters,
+            "latent_dim": config.z_dim,
+            "hidden_dim": config.hidden_dim,
+        }
+        wrong = [k for k, v in expected.items() if getattr(estimator, k) != v]
+        if estimator.preset not in PRESETS:
+            wrong.append("preset")
+        if math.prod(input_shape) != config.x_dim or n_features not in (
+            config.x_dim, input_shape[0]
+        ):  # fmt: skip
+            wrong.append("input_shape / n_features_in")
+        if labels.ndim != 1 or (
+            len(labels) and not 0 <= labels.min() <= labels.max() < config.n_clusters
+        ):
+            wrong.append("labels")
+        if wrong:
+            raise GMVAEError(f"{where} does not fit the model in {folder}: {', '.join(wrong)}")
         estimator.model_ = model
-        estimator.scaling_ = load_scaling(folder)
+        estimator.scaling_ = load_scaling(folder, config.x_dim)
         estimator.input_shape_ = input_shape
-        estimator.image_shape_ = model.config.image_shape
-        estimator.likelihood_ = model.config.likelihood
-        estimator.architecture_ = model.config.architecture
+        estimator.image_shape_ = config.image_shape
+        estimator.likelihood_ = config.likelihood
+        estimator.architecture_ = config.architecture
         estimator.history_ = state.get("history", [])
         estimator.n_iter_ = len(estimator.history_)
-        estimator.n_features_in_ = input_shape[0]
+        estimator.n_features_in_ = n_features
+        estimator.labels_ = labels
         if state.get("feature_names_in"):
             estimator.feature_names_in_ = np.array(state["feature_names_in"], dtype=object)
         return estimator
+
+
+def replace_folder(new: Path, folder: Path) -> None:
+    """Put the folder `new` where `folder` is, by renames: a reader of `folder` finds the old
+    model or the whole new one, never part of either (for an instant between the two renames
+    of a replacement, no folder)."""
+    if not folder.exists() or not any(folder.iterdir()):
+        os.replace(new, folder)  # over an empty folder, or none
+        return
+    old = folder.with_name(f".{folder.name}.{os.getpid()}.old")
+    os.replace(folder, old)
+    os.replace(new, folder)
+    shutil.rmtree(old, ignore_errors=True)

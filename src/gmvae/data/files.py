@@ -63,11 +63,24 @@ def _from_array(array: np.ndarray) -> RawData:
     return RawData(array, is_image=array.ndim >= 3)
 
 
+NPY_MAGIC = b"\x93NUMPY"
+
+
 def _load_npy(path: Path) -> np.ndarray:
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(len(NPY_MAGIC))
+    except OSError as err:
+        raise GMVAEError(f"cannot read {path}: {err.strerror or err}") from None
+    if magic != NPY_MAGIC:  # numpy would try it as a pickle, and suggest allowing that
+        raise GMVAEError(f"{path} is not an .npy file (it does not start with NumPy's header)")
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as err:  # numpy's header parser raises several kinds on damage
-        raise GMVAEError(f"cannot read {path} as .npy: {err}") from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "pickle" in first or "Python objects" in first:  # an object array: never loaded
+            first = "it holds Python objects, which are never loaded"
+        raise GMVAEError(f"cannot read {path} as .npy: {first}") from None
     if not isinstance(array, np.ndarray):
         raise GMVAEError(f"{path} is not a .npy array file")
     return array
@@ -195,11 +208,12 @@ def read_image_folder(folder: Path) -> RawData:
         try:
             with Image.open(path) as image:
                 image.load()
-                modes.add("L" if image.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB")
+                modes.add("L" if image.mode in GREY_MODES else "RGB")
                 images.append((path, image.copy()))
         except (OSError, UnidentifiedImageError, ValueError) as err:
             raise GMVAEError(f"cannot read image {path}: {err}") from None
     mode = "L" if modes == {"L"} else "RGB"
+    deep = any(image.mode in SIXTEEN_BIT_MODES for _, image in images)
     size = images[0][1].size
     arrays = []
     for path, image in images:
@@ -208,13 +222,33 @@ def read_image_folder(folder: Path) -> RawData:
                 f"images differ in size: {files[0]} is {size[0]}x{size[1]}, "
                 f"{path} is {image.size[0]}x{image.size[1]}"
             )
-        array = np.asarray(image.convert(mode), dtype=np.uint8)
+        if deep:
+            array = _unit_pixels(path, image, mode)
+        else:
+            array = np.asarray(image.convert(mode), dtype=np.uint8)
         arrays.append(array if mode == "L" else array.transpose(2, 0, 1))
     raw = RawData(np.stack(arrays), is_image=True)
     classes = [p.parent.relative_to(folder) for p in files]
     if all(str(c) != "." for c in classes):
         raw.labels, raw.label_names = encode_labels(np.array([str(c) for c in classes]), folder)
     return raw
+
+
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+# 16-bit greyscale PNGs open in one of these; their values run to 65535, not 255.
+SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+
+
+def _unit_pixels(path: Path, image, mode: str) -> np.ndarray:
+    """An image's pixels in [0, 1] as float32, (H, W) or (H, W, 3), for a folder that holds
+    16-bit images: those are divided by 65535, 8-bit ones by 255."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        if values.min() < 0 or values.max() > 65535:
+            raise GMVAEError(f"{path}: pixel values outside 0-65535 (mode {image.mode})")
+        values = values / 65535
+        return values if mode == "L" else np.repeat(values[..., None], 3, axis=-1)
+    return np.asarray(image.convert(mode), dtype=np.float64) / 255
 
 
 # IDX type codes (http://yann.lecun.com/exdb/mnist/) -> big-endian numpy dtypes.

@@ -21,9 +21,8 @@ class Scaling:
     @classmethod
     def fit(cls, raw: np.ndarray) -> Scaling:
         """Standardise each column; a constant column keeps scale 1 (it maps to 0)."""
-        raw = np.asarray(raw, dtype=np.float64)
-        std = raw.std(axis=0)
-        return cls(raw.mean(axis=0), np.where(std > 0, std, 1.0))
+        stats = column_stats(raw, "data")
+        return cls(stats["mean"], np.where(stats["std"] > 0, stats["std"], 1.0))
 
     @classmethod
     def pixels(cls, maximum: float) -> Scaling:
@@ -99,23 +98,40 @@ class ScaledRows:
         return rows.astype(np.float32) if self.scaling is None else self.scaling.apply(rows)
 
 
+# Values whose squares overflow float64 (about 1.3e154) cannot be standardised; anything near
+# that is refused with a line that says so instead of turning into inf and NaN downstream.
+MAX_MAGNITUDE = 1e150
+
+
 def column_stats(values: np.ndarray, what: str) -> dict[str, np.ndarray]:
-    """Per-feature min, max, mean and std of (N, ...) values, read in chunks; fails on NaN/inf."""
+    """Per-feature min, max, mean and std of (N, ...) values, read in chunks; fails on NaN/inf
+    and on magnitudes past MAX_MAGNITUDE. The spread is combined from each chunk's own mean and
+    sum of squared deviations (Chan et al.'s pairwise update), so a column of 1e12 + N(0, 1)
+    keeps its standard deviation of 1 (E[x^2] - mean^2 loses every digit of it)."""
     n = len(values)
     d = int(np.prod(values.shape[1:]))
     low, high = np.full(d, np.inf), np.full(d, -np.inf)
-    total, squares = np.zeros(d), np.zeros(d)
+    mean, deviations, seen = np.zeros(d), np.zeros(d), 0
     for start in range(0, n, CHUNK_ROWS):
         chunk = np.asarray(values[start : start + CHUNK_ROWS], dtype=np.float64).reshape(-1, d)
         if not np.isfinite(chunk).all():
             row = start + int(np.argwhere(~np.isfinite(chunk))[0][0])
             raise GMVAEError(f"{what} contains NaN or infinite values (first in row {row})")
+        if (np.abs(chunk) > MAX_MAGNITUDE).any():
+            row = start + int(np.argwhere(np.abs(chunk) > MAX_MAGNITUDE)[0][0])
+            raise GMVAEError(
+                f"{what} holds values beyond {MAX_MAGNITUDE:g} in magnitude (first in row {row}), "
+                "whose squares overflow: rescale them first"
+            )
         low, high = np.minimum(low, chunk.min(0)), np.maximum(high, chunk.max(0))
-        total += chunk.sum(0)
-        squares += (chunk**2).sum(0)
-    mean = total / n
-    std = np.sqrt(np.maximum(squares / n - mean**2, 0.0))
-    return {"min": low, "max": high, "mean": mean, "std": std}
+        chunk_mean = chunk.mean(0)
+        chunk_deviations = ((chunk - chunk_mean) ** 2).sum(0)
+        total = seen + len(chunk)
+        delta = chunk_mean - mean
+        mean = mean + delta * (len(chunk) / total)
+        deviations = deviations + chunk_deviations + delta**2 * (seen * len(chunk) / total)
+        seen = total
+    return {"min": low, "max": high, "mean": mean, "std": np.sqrt(deviations / n)}
 
 
 def prepare(
@@ -129,6 +145,8 @@ def prepare(
     numeric = np.issubdtype(values.dtype, np.number) or values.dtype == bool
     if not numeric:
         raise GMVAEError(f"{what} must hold numbers; found values of type {values.dtype}")
+    if np.issubdtype(values.dtype, np.complexfloating):
+        raise GMVAEError(f"{what} holds complex numbers; give real values (e.g. split the parts)")
     if values.ndim < 2 or len(values) == 0 or values[0].size == 0:
         raise GMVAEError(f"{what} is empty or not (N, ...) rows: shape {values.shape}")
     image_shape = image_shape_of(values) if is_image else None
@@ -138,6 +156,16 @@ def prepare(
             scaling = image_scaling_from(float(stats["min"].min()), float(stats["max"].max()))
         else:
             scaling = Scaling(stats["mean"], np.where(stats["std"] > 0, stats["std"], 1.0))
+    elif scaling is not None:  # predict: the saved scaling must map every value finitely
+        if len(scaling.offset) not in (1, stats["min"].size):
+            raise GMVAEError(
+                f"the saved scaling has {len(scaling.offset)} features; {what} has "
+                f"{stats['min'].size}"
+            )
+        with np.errstate(over="ignore"):  # past float32's range: inf, refused just below
+            extremes = [scaling.apply(stats[k][None]) for k in ("min", "max")]
+        if not all(np.isfinite(e).all() for e in extremes):
+            raise GMVAEError(f"{what} holds values too large for the model once scaled")
     if isinstance(values, np.memmap):
         return ScaledRows(values, scaling), image_shape, scaling
     return ScaledRows(values, scaling)[:], image_shape, scaling

@@ -43,10 +43,22 @@ def save_model(model: GMVAENet, folder: Path, scaling: Scaling | None = None) ->
     )
 
 
-def load_scaling(folder: Path) -> Scaling | None:
-    """The input scaling saved beside a model (None: inputs are used as they are)."""
+def load_scaling(folder: Path, n_features: int) -> Scaling | None:
+    """The input scaling saved beside a model of `n_features` inputs (None: inputs are used as
+    they are); one that does not fit that many features is refused."""
     saved = read_json(folder / CONFIG_FILE).get("scaling")
-    return None if saved is None else Scaling.from_dict(saved)
+    if saved is None:
+        return None
+    try:
+        scaling = Scaling.from_dict(saved)
+    except GMVAEError as err:
+        raise GMVAEError(f"{folder / CONFIG_FILE}: {err}") from None
+    if len(scaling.offset) not in (1, n_features):
+        raise GMVAEError(
+            f"{folder / CONFIG_FILE}: the saved scaling has {len(scaling.offset)} features; "
+            f"the model has {n_features}"
+        )
+    return scaling
 
 
 def load_model(folder: Path, device: torch.device | str = "cpu") -> GMVAENet:
@@ -62,8 +74,10 @@ def load_model(folder: Path, device: torch.device | str = "cpu") -> GMVAENet:
         config = ModelConfig.from_dict(meta["model"])
         with torch.device("meta"):  # shapes only: a tampered config allocates nothing
             expected = {k: tuple(v.shape) for k, v in GMVAENet(config).state_dict().items()}
-    except (KeyError, TypeError, ValueError) as err:
-        raise GMVAEError(f"{folder / CONFIG_FILE} has an invalid model config: {err}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as err:
+        # RuntimeError: sizes too large to describe even on the meta device
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise GMVAEError(f"{folder / CONFIG_FILE} has an invalid model config: {first}") from None
     weights_path = folder / WEIGHTS_FILE
     try:
         with safe_open(str(weights_path), framework="pt") as f:

@@ -27,9 +27,7 @@ def load_data(config: DataConfig, seed: int = 0) -> Dataset:
     """The dataset, cut to the configured subsets; for semi-supervised runs, with the training
     labels training may use (train_labels: all the data's, or `labels_per_class` of each class
     drawn with `seed`)."""
-    for name in ("train_subset", "test_subset"):
-        if getattr(config, name) is not None and getattr(config, name) < 1:
-            raise GMVAEError(f"{name} must be at least 1")
+    config.validate()
     data = open_dataset(
         config.data,
         Path(config.data_dir) if config.data_dir else None,

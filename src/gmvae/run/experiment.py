@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,11 +39,12 @@ from gmvae.model.checkpoint import save_model
 from gmvae.model.network import GMVAENet
 from gmvae.run import plots
 from gmvae.run.assembly import assemble, load_data
+from gmvae.run.lock import LOCK_FILE, RunLock
 from gmvae.run.metrics import clustering_scores, contingency, hungarian_match, usage_entropy
 from gmvae.run.report import write_report
 from gmvae.run.selection import choose_start
 from gmvae.run.settings import DataConfig, ExperimentConfig
-from gmvae.storage import atomic_write, read_json, write_json
+from gmvae.storage import atomic_write, check_writable, read_json, write_json
 from gmvae.train.distributed import World, broadcast
 from gmvae.train.objective import TERM_NAMES
 from gmvae.train.trainer import Trainer
@@ -82,28 +83,38 @@ def git_commit() -> str | None:
 
 
 def check_run_folder(out: Path) -> None:
-    """Refuse a folder that already holds files: a run is never written over."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    """Refuse a folder that already holds files (naming the process that trains there, if
+    one does): a run is never written over."""
+    RunLock(out).check_free()
+    if out.exists() and (not out.is_dir() or any(p.name != LOCK_FILE for p in out.iterdir())):
         raise GMVAEError(f"run folder {out} already exists and is not empty; pick another --out")
 
 
-def create_run_folder(out: Path, bytes_needed: int) -> None:
-    """Create `out` and prove it writable, with room for the run, before any training starts."""
+def create_run_folder(out: Path, bytes_needed: int) -> RunLock:
+    """Create `out`, take its lock (which proves it writable), and check it is empty and has
+    room for the run, before any training starts. On a refusal nothing is left behind."""
     check_run_folder(out)
-    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
-    free = shutil.disk_usage(existing).free
-    if free < bytes_needed:
-        raise GMVAEError(
-            f"only {free / 2**20:.0f} MB free for {out}; this run needs about "
-            f"{bytes_needed / 2**20:.0f} MB"
-        )
+    check_writable(out / CONFIG_FILE)
+    missing = [p for p in (out, *out.absolute().parents) if not p.exists()]  # out first
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        lock = RunLock(out).acquire()
     except OSError as err:
-        raise GMVAEError(f"cannot write to run folder {out}: {err.strerror}") from None
+        raise GMVAEError(f"cannot write to run folder {out}: {err.strerror or err}") from None
+    try:
+        check_run_folder(out)  # again, now that no other process can start a run here
+        free = shutil.disk_usage(out).free
+        if free < bytes_needed:
+            raise GMVAEError(
+                f"only {free / 2**20:.0f} MB free for {out}; this run needs about "
+                f"{bytes_needed / 2**20:.0f} MB"
+            )
+    except GMVAEError:
+        lock.release()
+        if missing:
+            shutil.rmtree(missing[-1], ignore_errors=True)  # only the folders this call made
+        raise
+    return lock
 
 
 def run_bytes_needed(model: GMVAENet) -> int:
@@ -189,24 +200,25 @@ def run_experiment(
     trainer = assemble(
         config, data.x_train, data.image_shape, data.train_labels, world, out / CHECKPOINT_FILE
     )
-    error = None
+    error, lock = None, None
     if world.is_main:
         try:
-            create_run_folder(out, run_bytes_needed(trainer.model))
+            lock = create_run_folder(out, run_bytes_needed(trainer.model))
             write_json(out / CONFIG_FILE, run_record(config, trainer, data, command))
             if data.train_labels is not None:
                 write_labelled(out / LABELLED_FILE, data.train_labels)
         except GMVAEError as err:
             error = str(err)
-    error = broadcast(error, world)  # every rank stops if rank 0 could not start
-    if error is not None:
-        raise GMVAEError(error)
-    if trainer.config.restarts > 1:
-        used = settings_used(config, trainer)
-        restarts = choose_start(trainer, used, data.x_train, data.image_shape, data.y_train)
-        if world.is_main:
-            write_metrics(out / RESTARTS_FILE, restarts)
-    return train_and_report(trainer, data, config.data, out, output or Output())
+    with lock or nullcontext():  # held by rank 0 until the run ends, however it ends
+        error = broadcast(error, world)  # every rank stops if rank 0 could not start
+        if error is not None:
+            raise GMVAEError(error)
+        if trainer.config.restarts > 1:
+            used = settings_used(config, trainer)
+            restarts = choose_start(trainer, used, data.x_train, data.image_shape, data.y_train)
+            if world.is_main:
+                write_metrics(out / RESTARTS_FILE, restarts)
+        return train_and_report(trainer, data, config.data, out, output or Output())
 
 
 def settings_used(config: ExperimentConfig, trainer: Trainer) -> ExperimentConfig:
@@ -245,6 +257,24 @@ def resume_experiment(
     """Continue the run in `out` from its last checkpoint and finish it as if never stopped,
     in one process or several (the checkpoint is the same either way)."""
     world = world or World()
+    if not (out / CONFIG_FILE).is_file():
+        raise GMVAEError(f"{out} is not a run folder ({CONFIG_FILE} not found)")
+    error, lock = None, None
+    if world.is_main:  # one process per run folder: refused while another still trains there
+        try:
+            lock = RunLock(out).acquire()
+        except GMVAEError as err:
+            error = str(err)
+        except OSError as err:
+            error = f"cannot lock run folder {out}: {err.strerror or err}"
+    with lock or nullcontext():
+        error = broadcast(error, world)
+        if error is not None:
+            raise GMVAEError(error)
+        return _resume_locked(out, device, output or Output(), world)
+
+
+def _resume_locked(out: Path, device: str | None, output: Output, world: World) -> dict | None:
     if (out / "results.json").exists():
         raise GMVAEError(f"run {out} has already finished (results.json exists)")
     try:
@@ -260,7 +290,6 @@ def resume_experiment(
         config, data.x_train, data.image_shape, data.train_labels, world, out / CHECKPOINT_FILE
     )
     trainer.resume()
-    output = output or Output()
     if world.is_main and output.log == "text":
         print(f"resuming {out} after epoch {len(trainer.history)} of {config.train.epochs}")
     return train_and_report(trainer, data, config.data, out, output)

@@ -83,6 +83,13 @@ class DataConfig:
         default=10000, metadata={"help": "training images scored each epoch (ACC/NMI/ARI)"}
     )
 
+    def validate(self) -> None:
+        sizes = {"blobs_samples", "blobs_features", "blobs_centers", "monitor_size"}
+        sizes |= {k for k in ("train_subset", "test_subset", "labels_per_class")
+                  if getattr(self, k) is not None}  # fmt: skip
+        if min(getattr(self, k) for k in sizes) < 1:
+            raise GMVAEError(f"{', '.join(sorted(sizes))} must be at least 1")
+
     @property
     def semi_supervised_run(self) -> bool:
         """Whether training uses labels (any of the three ways of asking for it)."""

@@ -151,13 +151,15 @@ class ObjectiveConfig:
                 "with elbo_to_clusters off, q(y|x) needs a clustering term to learn from: "
                 f"set one of {', '.join(clustering)}"
             )
-        if not self.adversarial_radius > 0:
+        if not (math.isfinite(self.adversarial_radius) and self.adversarial_radius > 0):
             raise GMVAEError("adversarial_radius must be positive")
+        if not (math.isfinite(self.tau_decay) and self.tau_decay >= 0):
+            raise GMVAEError("tau_decay must be at least 0")
         if min(self.neighbour_warmup, self.label_warmup, self.kl_warmup) < 0:
             raise GMVAEError("neighbour_warmup, label_warmup and kl_warmup must be at least 0")
         if self.n_neighbours < 1:
             raise GMVAEError("n_neighbours must be at least 1")
-        if not (self.tau_start > 0 and self.tau_min > 0):
+        if not all(math.isfinite(t) and t > 0 for t in (self.tau_start, self.tau_min)):
             raise GMVAEError("tau_start and tau_min must be positive")
 
     def temperature(self, epoch: int) -> float:
