@@ -240,3 +240,18 @@ def test_tables_of_any_magnitude_are_standardised_finitely_or_refused(offset, ma
         assert "overflow" in str(err) and magnitude > 1e150
         return
     assert np.isfinite(x).all()
+
+
+@FUZZ
+@given(pixels=st.lists(st.integers(0, 65535), min_size=16, max_size=16))
+def test_sixteen_bit_images_of_any_values_come_in_divided_by_65535(tmp_path, pixels):
+    from PIL import Image
+
+    from gmvae.data.datasets import open_dataset
+
+    folder = tmp_path / "deep"
+    folder.mkdir(exist_ok=True)
+    image = np.array(pixels, dtype=np.uint16).reshape(4, 4)
+    Image.fromarray(image).save(folder / "a.png")
+    x = open_dataset(str(folder), None, None, (10, 2, 2), 0).x_train
+    np.testing.assert_allclose(x.reshape(4, 4), image / 65535, atol=1e-6)
