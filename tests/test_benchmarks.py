@@ -38,3 +38,19 @@ def test_a_setting_added_after_a_seed_ran_counts_as_its_default_there():
     assert differences(config, older) == []
     asked = ExperimentConfig.from_preset("reference", {"train": {"pretrain_epochs": 5}})
     assert differences(asked, older) == ["pretrain_epochs: 0 there, 5 here"]
+
+
+def test_the_suite_scores_every_method_per_seed_and_summarises_over_seeds():
+    from benchmarks import suite
+
+    iris = suite.DATASETS["iris"]()
+    rows = [r for seed in (0, 1) for r in suite.run_seed(iris, seed)]
+    methods = {"GMVAE default", "GMVAE reference", "KMeans", "GMM (full)", "Ward"}
+    assert methods <= {r["method"] for r in rows} and len(rows) >= 10
+    summary = suite.summarise(rows)
+    kmeans = next(s for s in summary if s["method"] == "KMeans")
+    accs = [r["acc"] for r in rows if r["method"] == "KMeans"]
+    assert (
+        kmeans["seeds"] == 2 and kmeans["acc_min"] == min(accs) and kmeans["acc_max"] == max(accs)
+    )
+    assert "| iris | KMeans |" in suite.markdown(summary)
