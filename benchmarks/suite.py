@@ -13,7 +13,6 @@ seeds), datasets.md (sizes and class balance) and run.json (command, commit, mac
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib.util
 import json
 import statistics
@@ -27,6 +26,7 @@ from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import StandardScaler
 
+from benchmarks.clustering import write_csv
 from benchmarks.provenance import benchmark_record, command_line
 from gmvae import GMVAE
 from gmvae.errors import GMVAEError
@@ -192,13 +192,6 @@ def describe(data: list[LabelledData]) -> str:
         features = int(np.prod(d.x.shape[1:]))
         lines.append(f"| {d.name} | {len(d.x)} | {features} | {d.k} | {sizes} | {d.source} |")
     return "\n".join(lines) + "\n"
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def main() -> None:

@@ -184,14 +184,21 @@ def test_each_kind_of_bad_input_is_one_line_and_exit_2(wine_csv, tmp_path, capsy
     assert not (tmp_path / "never").exists()
 
 
-def test_predict_refuses_another_feature_count_and_an_incompatible_model(
-    wine_csv, tmp_path, capsys
-):
+@pytest.fixture
+def wine_run(wine_csv, tmp_path, capsys):
+    """A run trained on the wine table, 3 clusters."""
     out = tmp_path / "run"
     train(
         ["--data", str(wine_csv), "--label-column", "kind", "--n-clusters", "3", "--out", str(out)],
         capsys,
     )
+    return out
+
+
+def test_predict_refuses_another_feature_count_and_an_incompatible_model(
+    wine_run, wine_csv, tmp_path, capsys
+):
+    out = wine_run
     write_csv(tmp_path / "narrow.csv", [["1", "2", "class_0"]] * 4, ["a", "b", "kind"])
     predict = ["predict", str(out), "--output", str(tmp_path / "p.csv"), "--input"]
     expect_error([*predict, str(tmp_path / "narrow.csv")], capsys, "the model expects 13")
@@ -274,13 +281,9 @@ def test_files_that_are_not_what_their_name_says_are_named_and_never_unpickled(t
 
 
 def test_predict_refuses_bad_values_and_bad_outputs_before_writing_anything(
-    wine_csv, tmp_path, capsys
+    wine_run, wine_csv, tmp_path, capsys
 ):
-    out = tmp_path / "run"
-    train(
-        ["--data", str(wine_csv), "--label-column", "kind", "--n-clusters", "3", "--out", str(out)],
-        capsys,
-    )
+    out = wine_run
     rows = np.loadtxt(wine_csv, delimiter=",", skiprows=1, usecols=range(13))
     predict = ["predict", str(out), "--input"]
     huge = rows.copy()

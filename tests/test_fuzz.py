@@ -111,6 +111,16 @@ def model_folder(tmp_path_factory):
     return folder
 
 
+def copy_with_config(model_folder, folder, meta: dict):
+    """`model_folder`'s weights in `folder`, beside the config.json `meta`."""
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(meta))
+    (folder / "weights.safetensors").write_bytes(
+        (model_folder / "weights.safetensors").read_bytes()
+    )
+    return folder
+
+
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-(10**12), 10**12) | st.floats() | st.text(max_size=5),
     lambda inner: (
@@ -130,12 +140,7 @@ def test_tampered_model_config_is_refused_or_still_fits_the_weights(
 ):
     meta = json.loads((model_folder / "config.json").read_text())
     meta["model"][field] = value
-    folder = tmp_path / "m"
-    folder.mkdir(exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(meta))
-    (folder / "weights.safetensors").write_bytes(
-        (model_folder / "weights.safetensors").read_bytes()
-    )
+    folder = copy_with_config(model_folder, tmp_path / "m", meta)
     try:
         model = load_model(folder)
     except GMVAEError:
@@ -199,12 +204,7 @@ def test_tampered_model_folder_metadata_is_refused_or_harmless(
 ):
     meta = json.loads((model_folder / "config.json").read_text())
     meta[field] = value
-    folder = tmp_path / "m"
-    folder.mkdir(exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(meta))
-    (folder / "weights.safetensors").write_bytes(
-        (model_folder / "weights.safetensors").read_bytes()
-    )
+    folder = copy_with_config(model_folder, tmp_path / "m", meta)
     try:
         model = load_model(folder)
         scaling = load_scaling(folder, model.config.x_dim)
@@ -217,12 +217,8 @@ def test_tampered_model_folder_metadata_is_refused_or_harmless(
 def test_an_absurd_model_size_is_refused_before_anything_is_allocated(model_folder, tmp_path):
     meta = json.loads((model_folder / "config.json").read_text())
     meta["model"]["hidden_dim"] = 10**12
-    (tmp_path / "config.json").write_text(json.dumps(meta))
-    (tmp_path / "weights.safetensors").write_bytes(
-        (model_folder / "weights.safetensors").read_bytes()
-    )
     with pytest.raises(GMVAEError, match="config"):
-        load_model(tmp_path)
+        load_model(copy_with_config(model_folder, tmp_path / "m", meta))
 
 
 @FUZZ
