@@ -40,6 +40,9 @@ class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
     or "reference" for the reference project's); epochs, batch_size and learning_rate are the
     preset's unless given.
 
+    settings: any other setting of the preset changed, as `gmvae train`'s flags change them:
+    {"objective" | "model" | "train": {field: value}}, e.g. {"objective": {"w_balance": 0.1}}.
+
     semi_supervised: when True, `fit(X, y)` trains with the labels in y (-1 for unlabelled
     rows, as scikit-learn's semi-supervised estimators read it; classes 0 to n_clusters - 1),
     and cluster k is class k, so `predict` returns classes. When False, y is ignored.
@@ -64,6 +67,7 @@ class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
         verbose: int = 0,
         semi_supervised: bool = False,
         preset: str = "default",
+        settings: dict | None = None,
     ):
         self.n_clusters = n_clusters
         self.latent_dim = latent_dim
@@ -79,6 +83,7 @@ class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
         self.verbose = verbose
         self.semi_supervised = semi_supervised
         self.preset = preset
+        self.settings = settings
 
     def _values(self, X: object, reset: bool) -> np.ndarray:
         """Validated values shaped as images when they are images."""
@@ -115,24 +120,26 @@ class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
         # Drawn from random_state: under torchrun give an int so every rank draws the same.
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))
         given = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.learning_rate}
-        config = ExperimentConfig.from_preset(
-            self.preset,
-            {
-                "model": {
-                    "n_clusters": self.n_clusters,
-                    "z_dim": self.latent_dim,
-                    "hidden_dim": self.hidden_dim,
-                    "likelihood": self.likelihood,
-                    "architecture": self.architecture,
-                },
-                "train": {
-                    **{name: value for name, value in given.items() if value is not None},
-                    "seed": seed,
-                    "device": self.device,
-                    "checkpoint_every": 0,
-                },
-            },
+        overrides = {section: dict(values) for section, values in (self.settings or {}).items()}
+        if set(overrides) - {"model", "objective", "train"}:
+            raise GMVAEError(f"settings sections are model, objective and train; got {overrides}")
+        overrides.setdefault("model", {}).update(
+            n_clusters=self.n_clusters,
+            z_dim=self.latent_dim,
+            hidden_dim=self.hidden_dim,
+            likelihood=self.likelihood,
+            architecture=self.architecture,
         )
+        overrides.setdefault("train", {}).update(
+            {name: value for name, value in given.items() if value is not None},
+            seed=seed,
+            device=self.device,
+            checkpoint_every=0,
+        )
+        try:
+            config = ExperimentConfig.from_preset(self.preset, overrides)
+        except TypeError as err:  # a field the section does not have
+            raise GMVAEError(f"settings: {err}") from None
         # Under torchrun every process trains its share of each batch (DDP); else one process.
         world, _ = distributed.setup(self.device)
         trainer = assemble(config, x, image_shape, labels, world)
