@@ -246,3 +246,13 @@ def test_y_is_ignored_unless_semi_supervised(digits):
 def test_bad_semi_supervised_labels_are_one_clear_error_each(digits, y, message):
     with pytest.raises(GMVAEError, match=message):
         GMVAE(n_clusters=3, semi_supervised=True, **SMALL).fit(digits[0][:60], y)
+
+
+def test_settings_change_the_presets_objective_and_bad_ones_are_refused(digits):
+    x = digits[0][:200]
+    model = GMVAE(n_clusters=4, settings={"objective": {"w_balance": 0.0}}, **SMALL).fit(x)
+    assert "balance" not in model.history_[0] and "adversarial" in model.history_[0]
+    with pytest.raises(GMVAEError, match="w_nope"):
+        GMVAE(n_clusters=4, settings={"objective": {"w_nope": 1.0}}, **SMALL).fit(x)
+    with pytest.raises(GMVAEError, match="sections"):
+        GMVAE(n_clusters=4, settings={"loss": {}}, **SMALL).fit(x)
