@@ -305,7 +305,7 @@ def growth(x_train) -> list[dict]:
         x = torch.cat([x_train, x_train])[:n]
         trainer = preset_trainer(x, "default")
         start = time.perf_counter()
-        trainer._prepare(BatchSource(x, CPU))  # the one-off search; fit then reuses it
+        trainer.prepare(BatchSource(x, CPU))  # the one-off search; fit then reuses it
         search = time.perf_counter() - start
         start = time.perf_counter()
         trainer.fit(x, progress=False)

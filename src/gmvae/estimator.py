@@ -21,7 +21,7 @@ from gmvae.model import inference
 from gmvae.model.checkpoint import load_model, load_scaling, save_model
 from gmvae.run.assembly import assemble
 from gmvae.run.settings import PRESETS, ExperimentConfig
-from gmvae.storage import atomic_write, read_json
+from gmvae.storage import atomic_write, read_json, replace_folder
 from gmvae.train import distributed
 from gmvae.train.distributed import resolve_device
 
@@ -285,16 +285,3 @@ class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
         if state.get("feature_names_in"):
             estimator.feature_names_in_ = np.array(state["feature_names_in"], dtype=object)
         return estimator
-
-
-def replace_folder(new: Path, folder: Path) -> None:
-    """Put the folder `new` where `folder` is, by renames: a reader of `folder` finds the old
-    model or the whole new one, never part of either (for an instant between the two renames
-    of a replacement, no folder)."""
-    if not folder.exists() or not any(folder.iterdir()):
-        os.replace(new, folder)  # over an empty folder, or none
-        return
-    old = folder.with_name(f".{folder.name}.{os.getpid()}.old")
-    os.replace(folder, old)
-    os.replace(new, folder)
-    shutil.rmtree(old, ignore_errors=True)

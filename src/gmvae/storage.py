@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -60,3 +61,16 @@ def read_json(path: Path) -> dict:
     if not isinstance(obj, dict):
         raise GMVAEError(f"{path} does not hold a JSON object")
     return obj
+
+
+def replace_folder(new: Path, folder: Path) -> None:
+    """Put the folder `new` where `folder` is, by renames: a reader of `folder` finds the old
+    folder or the whole new one, never part of either (for an instant between the two renames
+    of a replacement, neither)."""
+    if not folder.exists() or not any(folder.iterdir()):
+        os.replace(new, folder)  # over an empty folder, or none
+        return
+    old = folder.with_name(f".{folder.name}.{os.getpid()}.old")
+    os.replace(folder, old)
+    os.replace(new, folder)
+    shutil.rmtree(old, ignore_errors=True)

@@ -206,7 +206,7 @@ class Trainer:
         source = BatchSource(x, self.device, labels)
         if progress is None:
             progress = sys.stderr.isatty()
-        self._prepare(source)
+        self.prepare(source)
         if not self.history and self._partial_epoch is None:
             self._before_training = self._phases_before_training(source)
         every = self.config.checkpoint_every
@@ -224,7 +224,7 @@ class Trainer:
         share_buffers(self.model, self.world)
         return self.history
 
-    def _prepare(self, source: BatchSource) -> None:
+    def prepare(self, source: BatchSource) -> None:
         """What the objective and the naming hook need before training, from one seeded,
         deterministic neighbour search (a resumed run finds the same neighbours), made once
         for the rows however often `fit` is called on them."""
