@@ -164,7 +164,7 @@ def test_every_setting_is_a_train_flag(capsys):
     flat = " ".join(text.split())
     for shown in ("--epochs EPOCHS passes over the training data (default: 15)",
                   "(default: 256)", "Adam learning rate (default: 0.002)",
-                  "keeps clusters in use (default: 0.4)", "--data DATA ",
+                  "when uniform) (default: 0.4)", "--data DATA ",
                   "--label-column LABEL_COLUMN "):  # fmt: skip
         assert shown in flat, shown
     assert "DATA.DATA" not in text and "TRAIN." not in text

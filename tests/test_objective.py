@@ -115,6 +115,34 @@ def test_usage_shortfall_is_zero_when_balanced_and_log_k_when_collapsed():
     assert abs(float(usage_shortfall(collapsed)) - math.log(4)) < 1e-5
 
 
+def test_usage_shortfall_aimed_at_proportions_is_zero_there_and_positive_at_equal_use():
+    target = torch.tensor([0.6, 0.3, 0.1]).log()
+    at_target = torch.eye(3)[[0] * 6 + [1] * 3 + [2]] * 50
+    assert abs(float(usage_shortfall(at_target, target))) < 1e-5
+    assert float(usage_shortfall(torch.eye(3).repeat(3, 1) * 50, target)) > 0.1
+
+
+def test_with_learned_proportions_cat_is_kl_to_them_and_only_they_learn_from_it():
+    x = torch.rand(8, 16)
+    torch.manual_seed(0)
+    config = ModelConfig(x_dim=16, image_shape=(4, 4), n_clusters=3, z_dim=2, hidden_dim=8,
+                         likelihood="bernoulli", proportions="learned")  # fmt: skip
+    objective = Objective(GMVAENet(config), ObjectiveConfig(elbo_to_clusters=False, w_balance=1.0))
+    objective.prepare(BatchSource(x, CPU), NeighbourSearch(x, 0, CPU))
+    net = objective.network
+    with torch.no_grad():
+        net.proportion_logits.copy_(torch.tensor([0.6, 0.3, 0.1]).log())
+    out = step(objective, x)
+    log_q = net.cluster_logits(x).log_softmax(-1)
+    expected = (log_q.exp() * (log_q - torch.tensor([0.6, 0.3, 0.1]).log())).sum(-1)
+    assert torch.allclose(out.sums["cat"], expected.sum(), atol=1e-4)
+    objective.config.w_balance = 0.0  # the ELBO alone: p(y) learns, q(y|x) does not
+    net.zero_grad()
+    step(objective, x).loss.backward()
+    assert net.proportion_logits.grad.abs().sum() > 0
+    assert all(p.grad is None for p in net.y_encoder.parameters())
+
+
 @pytest.mark.parametrize(
     "settings",
     [{"w_rec": -1.0}, {"w_balance": float("nan")}, {"w_gauss": float("inf")}, {"tau_min": 0.0}],

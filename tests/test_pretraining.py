@@ -5,7 +5,7 @@ from sklearn.mixture import GaussianMixture
 from gmvae.model import inference
 from gmvae.model.network import GMVAENet, ModelConfig
 from gmvae.run.metrics import cluster_accuracy
-from gmvae.train.pretraining import pretrain, start_from_mixture
+from gmvae.train.pretraining import pretrain, start_from_inputs, start_from_mixture
 
 
 def digits_model(seed: int = 0) -> GMVAENet:
@@ -51,3 +51,23 @@ def test_pretraining_alone_gives_q_y_clusters_of_digits_and_one_code_for_every_y
     with torch.no_grad():
         codes = [model.encode_z(rows[:50], torch.eye(10)[[k] * 50])[0] for k in (0, 3, 9)]
     assert torch.equal(codes[0], codes[1]) and torch.equal(codes[0], codes[2])
+
+
+def test_a_table_starts_from_the_mixture_on_its_rows_with_its_proportions():
+    rng = np.random.default_rng(0)
+    sizes = (450, 150)  # 3:1, with correlated features in each cluster
+    covariance = [[1, 0.8], [0.8, 1]]
+    rows = [
+        rng.multivariate_normal((m, m), covariance, n) for m, n in zip((0, 5), sizes, strict=True)
+    ]
+    x = torch.as_tensor(np.concatenate(rows), dtype=torch.float32)
+    y = np.repeat([0, 1], sizes)
+    torch.manual_seed(0)
+    model = GMVAENet(ModelConfig(x_dim=2, image_shape=None, n_clusters=2, z_dim=2,
+                                 hidden_dim=32, likelihood="gaussian", y_batch_norm=True,
+                                 proportions="learned"))  # fmt: skip
+    log_likelihood = start_from_inputs(model, len(x), lambda r: x[r], 64, 2e-3, seed=0)
+    assert np.isfinite(log_likelihood)
+    model.eval()
+    assert cluster_accuracy(y, inference.cluster_probabilities(model, x).argmax(1), 2) > 0.99
+    np.testing.assert_allclose(sorted(inference.proportions(model)), [0.25, 0.75], atol=0.01)

@@ -280,3 +280,32 @@ def test_kl_warmup_raises_the_kl_weights_linearly_over_its_epochs(digits, tmp_pa
     assert trainer.history[0]["gauss"] > plain.history[0]["gauss"]
     with pytest.raises(GMVAEError, match="kl_warmup"):
         tiny_trainer(tmp_path, kl_warmup=-1)
+
+
+def test_auto_mixture_start_is_the_inputs_for_tables_and_none_for_images_or_pretraining():
+    from gmvae.run.assembly import fit_to_data
+    from gmvae.run.settings import ExperimentConfig
+
+    table, images = np.random.default_rng(0).normal(size=(40, 3)), np.random.rand(40, 16)
+    config = ExperimentConfig.from_preset("default", {"model": {"n_clusters": 2}})
+    assert config.train.mixture_start == "auto"
+    assert fit_to_data(config, table, None).train.mixture_start == "inputs"
+    assert fit_to_data(config, images, (4, 4)).train.mixture_start == "none"
+    pretrained = dataclasses.replace(config, train=TrainConfig(pretrain_epochs=2))
+    assert fit_to_data(pretrained, table, None).train.mixture_start == "none"
+    with pytest.raises(GMVAEError, match="not both"):
+        TrainConfig(pretrain_epochs=2, mixture_start="inputs").validate()
+
+
+def test_the_start_from_the_inputs_mixture_is_recorded_in_the_first_epoch(tmp_path):
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (60, 3)), rng.normal(6, 1, (60, 3))]).astype(np.float32)
+    torch.manual_seed(0)
+    model = GMVAENet(ModelConfig(x_dim=3, image_shape=None, n_clusters=2, z_dim=2,
+                                 hidden_dim=16, likelihood="gaussian"))  # fmt: skip
+    trainer = make_trainer(model, epochs=2, batch_size=32, mixture_start="inputs")
+    history = trainer.fit(torch.as_tensor(x), progress=False)
+    assert math.isfinite(history[0]["mixture_log_likelihood"])
+    assert "mixture_log_likelihood" not in history[1]
+    clusters = inference.cluster_probabilities(model, x).argmax(1)
+    assert cluster_accuracy(np.repeat([0, 1], 60), clusters, 2) == 1.0

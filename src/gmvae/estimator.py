@@ -47,8 +47,9 @@ class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
     rows, as scikit-learn's semi-supervised estimators read it; classes 0 to n_clusters - 1),
     and cluster k is class k, so `predict` returns classes. When False, y is ignored.
 
-    Fitted attributes: model_ (the network), labels_, scaling_, likelihood_, architecture_,
-    image_shape_, history_ (a dict per epoch), n_features_in_, feature_names_in_ (DataFrames).
+    Fitted attributes: model_ (the network), labels_, weights_ (the clusters' proportions
+    p(y), as GaussianMixture's), scaling_, likelihood_, architecture_, image_shape_, history_ (a
+    dict per epoch), n_features_in_, feature_names_in_ (DataFrames).
     """
 
     def __init__(
@@ -155,6 +156,13 @@ class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
         self.labels_ = inference.cluster_probabilities(self.model_, x).argmax(1)
         return self
 
+    @property
+    def weights_(self) -> np.ndarray:
+        """p(y), the clusters' proportions (n_clusters,): learned, or equal where the settings
+        hold them equal."""
+        check_is_fitted(self, "model_")
+        return inference.proportions(self.model_)
+
     def predict_proba(self, X: object) -> np.ndarray:
         """q(y|x): (n_samples, n_clusters)."""
         x = self._inputs(X)
@@ -186,7 +194,7 @@ class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
     def sample(
         self, n_samples: int = 1, cluster: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Draw y (uniform, or fixed to `cluster`), z ~ p(z|y), x = E[x|z]. Returns (X, y)."""
+        """Draw y ~ p(y) (or fixed to `cluster`), z ~ p(z|y), x = E[x|z]. Returns (X, y)."""
         check_is_fitted(self, "model_")
         if cluster is not None and not 0 <= cluster < self.n_clusters:
             raise GMVAEError(f"cluster must be in [0, {self.n_clusters}), got {cluster}")
@@ -194,10 +202,18 @@ class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
         y = (
             np.full(n_samples, cluster)
             if cluster is not None
-            else rng.randint(self.n_clusters, size=n_samples)
+            else rng.choice(self.n_clusters, size=n_samples, p=self._sampling_weights())
         )
         x = inference.sample(self.model_, y, seed=int(rng.randint(2**31 - 1)))
         return self._to_user_space(x), y
+
+    def _sampling_weights(self) -> np.ndarray | None:
+        """p(y) for drawing y: None (uniform, as rng.choice reads it) where it is held equal,
+        so that a seed draws what it always drew."""
+        if self.model_.proportion_logits is None:
+            return None
+        weights = self.weights_.astype(np.float64)
+        return weights / weights.sum()
 
     def reconstruct(self, X: object) -> np.ndarray:
         """E[x|z] at z = E[z|x], in the units and shape of X."""

@@ -35,6 +35,12 @@ def _batched(
     return torch.cat(outputs).numpy()
 
 
+@torch.inference_mode()
+def proportions(model: GMVAENet) -> np.ndarray:
+    """p(y), the clusters' proportions: (K,), learned or equal."""
+    return model.log_proportions().exp().cpu().numpy()
+
+
 def cluster_probabilities(model: GMVAENet, x: ArrayLike) -> np.ndarray:
     """q(y|x): (N, D) -> (N, K)."""
     return _batched(model, x, lambda b: model.cluster_logits(b).softmax(-1))

@@ -43,6 +43,13 @@ def categorical_kl_uniform(logits: torch.Tensor) -> torch.Tensor:
     return (log_q.exp() * log_q).sum(-1) + math.log(logits.shape[-1])
 
 
+def categorical_kl(logits: torch.Tensor, log_prior: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(logits) || prior) = sum q (log q - log prior). logits (N, K), log_prior (K,)
+    -> (N,)."""
+    log_q = F.log_softmax(logits, dim=-1)
+    return (log_q.exp() * (log_q - log_prior)).sum(-1)
+
+
 def weighted_loss(
     terms: dict[str, torch.Tensor], w_rec: float, w_gauss: float, w_cat: float
 ) -> torch.Tensor:

@@ -15,6 +15,7 @@ from torch import nn
 from gmvae.errors import GMVAEError
 from gmvae.model.losses import (
     LIKELIHOODS,
+    categorical_kl,
     categorical_kl_uniform,
     gaussian_kl,
     reconstruction_nll,
@@ -23,6 +24,7 @@ from gmvae.model.losses import (
 # Variances come out of a softplus; this floor keeps log(var) and 1/var finite.
 MIN_VARIANCE = 1e-6
 ARCHITECTURES = ("mlp", "conv")
+PROPORTIONS = ("equal", "learned")
 
 
 @dataclass
@@ -42,6 +44,14 @@ class ModelConfig:
         metadata={
             "help": "batch normalisation in q(y|x)'s hidden layers: it starts q(y|x) "
             "away from uniform, so the clustering terms have a gradient to follow"
+        },
+    )
+    proportions: str = field(
+        default="equal",
+        metadata={
+            "help": "the clusters' proportions p(y), the mixture's weights: equal, learned, or "
+            "auto: learned for tables, equal for images",
+            "choices": ("auto", *PROPORTIONS),
         },
     )
     likelihood: str = field(
@@ -87,8 +97,16 @@ class ModelConfig:
             # (median test ACC 88.1 against 98.4, seeds 0-2) at about twice the time an epoch
             # on the CPU (benchmarks/results/clustering/mnist-default-conv/).
             architecture = "mlp"
+        proportions = self.proportions
+        if proportions == "auto":
+            # Learned on balanced MNIST, the default's proportions let clusters merge
+            # (benchmarks/results/clustering/mnist-default-learned-proportions/); on the suite's
+            # tables, started from their mixture, they keep its unequal clusters
+            # (benchmarks/results/suite/).
+            proportions = "equal" if image_shape is not None else "learned"
         return replace(
             self,
+            proportions=proportions,
             x_dim=x_dim,
             image_shape=image_shape,
             likelihood=likelihood,
@@ -98,6 +116,8 @@ class ModelConfig:
     def validate(self) -> None:
         if self.likelihood not in LIKELIHOODS:
             raise GMVAEError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        if self.proportions not in PROPORTIONS:
+            raise GMVAEError(f"proportions must be one of {PROPORTIONS}, got {self.proportions!r}")
         if self.architecture not in ARCHITECTURES:
             raise GMVAEError(f"architecture must be one of {ARCHITECTURES}")
         if self.architecture == "conv" and self.image_shape is None:
@@ -230,6 +250,9 @@ class GMVAENet(nn.Module):
         self.z_var = nn.Linear(h, z)
         self.prior_mean = nn.Linear(k, z)  # y -> mean of p(z|y)
         self.prior_var = nn.Linear(k, z)
+        # p(y) = softmax(proportion_logits) when learned; uniform (no parameter) otherwise.
+        learned = config.proportions == "learned"
+        self.proportion_logits = nn.Parameter(torch.zeros(k)) if learned else None
 
     def cluster_logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N, D) -> (N, K) logits of q(y|x)."""
@@ -244,19 +267,35 @@ class GMVAENet(nn.Module):
         """p(z|y): y (N, K) -> mean, variance (N, Z)."""
         return self.prior_mean(y), F.softplus(self.prior_var(y)) + MIN_VARIANCE
 
+    def log_proportions(self) -> torch.Tensor:
+        """log p(y): (K,)."""
+        if self.proportion_logits is None:
+            k = self.config.n_clusters
+            return torch.full((k,), -math.log(k), device=self.prior_mean.weight.device)
+        return F.log_softmax(self.proportion_logits, -1)
+
+    def cluster_kl(self, logits: torch.Tensor) -> torch.Tensor:
+        """KL(q(y|x) || p(y)) per row: logits (N, K) -> (N,)."""
+        if self.proportion_logits is None:
+            return categorical_kl_uniform(logits)
+        return categorical_kl(logits, self.log_proportions())
+
     def cluster_axes(self) -> list[tuple[nn.Parameter, int, int]]:
         """Where the parameters are indexed by cluster: (parameter, dim, offset), the K clusters
         at [offset, offset + K) along dim. Permuting all of them renames the clusters and
-        changes nothing else (the prior over y is uniform, so every term is symmetric in y)."""
+        changes nothing else (every term is symmetric in y once p(y) is permuted too)."""
         logits = self.y_encoder[-1]  # the last Linear of q(y|x), in both architectures
         z_input = self.z_encoder[0][0]
-        return [
+        axes = [
             (logits.weight, 0, 0),
             (logits.bias, 0, 0),
             (z_input.weight, 1, z_input.in_features - self.config.n_clusters),
             (self.prior_mean.weight, 1, 0),
             (self.prior_var.weight, 1, 0),
         ]
+        if self.proportion_logits is not None:
+            axes.append((self.proportion_logits, 0, 0))
+        return axes
 
     def y_input_weight(self) -> torch.Tensor:
         """The (H, K) weights through which y enters q(z|x,y) (a view: its first Linear's last
@@ -309,8 +348,8 @@ class GMVAENet(nn.Module):
         """The evidence lower bound per example, (N, D) -> (N,), exact in y.
 
         Sums over the K one-hot values of y weighted by q(y|x) (no relaxation):
-        E_q(y|x)[E_q(z|x,y) log p(x|z) - KL(q(z|x,y) || p(z|y))] - KL(q(y|x) || p(y)), p(y)
-        uniform. The Gaussian KL is exact; log p(x|z) takes one reparameterised z per cluster,
+        E_q(y|x)[E_q(z|x,y) log p(x|z) - KL(q(z|x,y) || p(z|y))] - KL(q(y|x) || p(y)). The
+        Gaussian KL is exact; log p(x|z) takes one reparameterised z per cluster,
         z = mean + sd * noise[y], with `noise` (K, Z) standard normal shared by every example,
         so an example's ELBO does not depend on the batch it is in.
         """
@@ -324,4 +363,4 @@ class GMVAENet(nn.Module):
         rec = reconstruction_nll(x_k, self.decode(z), self.config.likelihood)
         kl = gaussian_kl(mean, var, *self.prior(y_k))
         per_cluster = -(rec + kl).view(n, k)
-        return (logits.softmax(-1) * per_cluster).sum(-1) - categorical_kl_uniform(logits)
+        return (logits.softmax(-1) * per_cluster).sum(-1) - self.cluster_kl(logits)

@@ -73,16 +73,22 @@ def fit_to_data(
     labels: np.ndarray | None = None,
 ) -> ExperimentConfig:
     """The settings made for the training rows x (N, D): the model's size, shape and "auto"
-    choices, and no consistency term for tables (there is no image to move). Checks that the
-    settings fit the data. The same settings come out when given again."""
+    choices, and the objective's for images or tables (ObjectiveConfig.for_inputs). Checks
+    that the settings fit the data. The same settings come out when given again.
+
+    mixture_start "auto": a table starts from a Gaussian mixture on its standardised rows
+    (unless it pretrains), images from random weights."""
     config.train.validate()
     config.objective.validate()
     low, high = value_range(x)
     model = config.model.resolve(x.shape[1], image_shape, unit_range=low >= 0 and high <= 1)
     model.validate()
     objective = config.objective
-    if image_shape is None:
-        objective = replace(objective, w_consistency=0.0)
+    train = config.train
+    if train.mixture_start == "auto":
+        on_inputs = image_shape is None and train.pretrain_epochs == 0
+        train = replace(train, mixture_start="inputs" if on_inputs else "none")
+    objective = objective.for_inputs(images=image_shape is not None)
     if len(x) < max(model.n_clusters, 2):  # a batch needs two rows (batch normalisation)
         raise GMVAEError(
             f"{len(x)} training examples for {model.n_clusters} clusters ({len(x)} samples for "
@@ -92,7 +98,7 @@ def fit_to_data(
         check_labels(labels, len(x), model.n_clusters)
     if config.train.restarts > 1 and (labels is not None or isinstance(x, ScaledRows)):
         raise GMVAEError("--restarts is for unlabelled training on data that fits in memory")
-    return replace(config, model=model, objective=objective)
+    return replace(config, model=model, objective=objective, train=train)
 
 
 def world_device(device: torch.device, world: World) -> torch.device:

@@ -226,11 +226,20 @@ def plot_select_k(rows: list[dict]) -> plt.Figure:
     return fig
 
 
-def plot_cluster_sizes(sizes: np.ndarray, confidence: np.ndarray, names: list[str]) -> plt.Figure:
-    """Examples per cluster (bars) and their mean max q(y|x) (points, right axis)."""
+def plot_cluster_sizes(
+    sizes: np.ndarray,
+    confidence: np.ndarray,
+    names: list[str],
+    expected: np.ndarray | None = None,
+) -> plt.Figure:
+    """Examples per cluster (bars) and their mean max q(y|x) (points, right axis); `expected`
+    (K,): the sizes the learned proportions p(y) give, drawn as a tick on each bar."""
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(sizes) + 2), 3.6))
     positions = np.arange(len(sizes))
     ax.bar(positions, sizes, color=PALETTE[1])
+    if expected is not None:
+        ax.scatter(positions, expected, marker="_", s=400, color="black", label="learned p(y)")
+        ax.legend(loc="upper left", frameon=False)
     ax.set(ylabel="test examples", xticks=positions, title="Cluster sizes and confidence")
     ax.set_xticklabels(names, rotation=45, ha="right")
     right = ax.twinx()

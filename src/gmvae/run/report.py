@@ -76,12 +76,13 @@ def cluster_figures(model: GMVAENet, data: Dataset, results: dict, seed: int) ->
     mean_confidence = np.array(
         [confidence[clusters == c].mean() if sizes[c] else 0.0 for c in range(k)]
     )
+    expected = None
+    if model.proportion_logits is not None:  # the learned p(y), in test examples
+        expected = inference.proportions(model)[order] * len(clusters)
+    figure = plots.plot_cluster_sizes(sizes[order], mean_confidence[order], names, expected)
     parts = [
         "<h2>Clusters: size and confidence</h2>",
-        _img(
-            plots.png_bytes(plots.plot_cluster_sizes(sizes[order], mean_confidence[order], names)),
-            "cluster sizes",
-        ),  # fmt: skip
+        _img(plots.png_bytes(figure), "cluster sizes"),
     ]
     if data.image_shape is None:
         return parts

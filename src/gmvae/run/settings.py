@@ -20,14 +20,14 @@ from gmvae.train.trainer import TrainConfig
 PRESETS: dict[str, dict[str, dict]] = {
     "reference": {},
     "default": {
-        "model": {"y_hidden_dim": 1200, "y_batch_norm": True},
+        "model": {"y_hidden_dim": 1200, "y_batch_norm": True, "proportions": "auto"},
         "objective": {
             "elbo_to_clusters": False,
             "w_adversarial": 1.0,
             "w_confidence": 0.1,
             "w_balance": 0.4,
         },
-        "train": {"epochs": 15, "batch_size": 256, "lr": 2e-3},
+        "train": {"epochs": 15, "batch_size": 256, "lr": 2e-3, "mixture_start": "auto"},
     },
 }
 DEFAULT_PRESET = "default"

@@ -4,8 +4,9 @@ optimised total and a record of every term.
 total = ELBO term + sum over regularisers of weight(step) * term
 
 ELBO term: w_rec * rec + kl(step) * (w_gauss * gauss + w_cat * cat), per example, averaged,
-  rec = -log p(x|z), gauss = log q(z|x,y) - log p(z|y), cat = KL(q(y|x) || uniform), with y a
-  Gumbel-Softmax sample (a labelled row takes its class) and kl(step) the KL warm-up.
+  rec = -log p(x|z), gauss = log q(z|x,y) - log p(z|y), cat = KL(q(y|x) || p(y)), with y a
+  Gumbel-Softmax sample (a labelled row takes its class), p(y) uniform or learned
+  (ModelConfig.proportions) and kl(step) the KL warm-up.
 Regularisers (REGULARISERS, each declared once with its weight and schedule): consistency,
   neighbour, adversarial, confidence and balance train q(y|x) to cluster; labelled fits it to
   the known classes in semi-supervised runs.
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,6 @@ from gmvae.data.batches import BatchSource
 from gmvae.data.neighbours import NeighbourSearch, read_rows
 from gmvae.errors import GMVAEError
 from gmvae.model.losses import (
-    categorical_kl_uniform,
     gaussian_log_density,
     reconstruction_nll,
     weighted_loss,
@@ -46,6 +46,11 @@ ADVERSARIAL_NEIGHBOUR = 10
 # scale-free. In an unbenchmarked trial a probe as short as the step learned clusters slower.
 ADVERSARIAL_PROBE = 8.0
 DISTANCE_CHUNK = 4096  # rows per block when measuring the adversarial lengths
+# The adversarial length, as a fraction of that distance, when not set: IMSAT's for images; a
+# fifth of it for tables, whose few rows put the 10th neighbour far off (on the suite's tables,
+# started from their mixture, IMSAT's length moved iris's and penguins' clusters off it:
+# benchmarks/results/suite/).
+ADVERSARIAL_RADIUS = {"images": 0.25, "tables": 0.05}
 
 
 @dataclass
@@ -64,7 +69,7 @@ class ObjectiveConfig:
     )
     w_rec: float = field(default=1.0, metadata={"help": "weight of the reconstruction term"})
     w_gauss: float = field(default=1.0, metadata={"help": "weight of log q(z|x,y) - log p(z|y)"})
-    w_cat: float = field(default=1.0, metadata={"help": "weight of KL(q(y|x) || uniform)"})
+    w_cat: float = field(default=1.0, metadata={"help": "weight of KL(q(y|x) || p(y))"})
     kl_warmup: int = field(
         default=0,
         metadata={
@@ -110,11 +115,13 @@ class ObjectiveConfig:
             "most (virtual adversarial training)"
         },
     )
-    adversarial_radius: float = field(
-        default=0.25,
+    adversarial_radius: float | None = field(
+        default=None,
         metadata={
             "help": f"length of r for --w-adversarial, as a fraction of the distance from x to "
-            f"its {ADVERSARIAL_NEIGHBOUR}th nearest neighbour"
+            f"its {ADVERSARIAL_NEIGHBOUR}th nearest neighbour (unset: "
+            f"{ADVERSARIAL_RADIUS['images']} for images, {ADVERSARIAL_RADIUS['tables']} for "
+            "tables)"
         },
     )
     w_confidence: float = field(
@@ -123,7 +130,10 @@ class ObjectiveConfig:
     )
     w_balance: float = field(
         default=0.0,
-        metadata={"help": "weight of log K - H(batch mean of q(y|x)): keeps clusters in use"},
+        metadata={
+            "help": "weight of KL(batch mean of q(y|x) || p(y)): keeps every cluster in use, at "
+            "the learned proportions when they are learned (log K - H(mean) when uniform)"
+        },
     )
     w_labelled: float = field(
         default=1.0,
@@ -151,7 +161,8 @@ class ObjectiveConfig:
                 "with elbo_to_clusters off, q(y|x) needs a clustering term to learn from: "
                 f"set one of {', '.join(clustering)}"
             )
-        if not (math.isfinite(self.adversarial_radius) and self.adversarial_radius > 0):
+        radius = self.adversarial_radius
+        if radius is not None and not (math.isfinite(radius) and radius > 0):
             raise GMVAEError("adversarial_radius must be positive")
         if not (math.isfinite(self.tau_decay) and self.tau_decay >= 0):
             raise GMVAEError("tau_decay must be at least 0")
@@ -161,6 +172,15 @@ class ObjectiveConfig:
             raise GMVAEError("n_neighbours must be at least 1")
         if not all(math.isfinite(t) and t > 0 for t in (self.tau_start, self.tau_min)):
             raise GMVAEError("tau_start and tau_min must be positive")
+
+    def for_inputs(self, images: bool) -> ObjectiveConfig:
+        """These settings for images or tables: an unset adversarial_radius set by the rule
+        (ADVERSARIAL_RADIUS); no consistency term for tables (there is no image to move)."""
+        radius = self.adversarial_radius
+        if radius is None:
+            radius = ADVERSARIAL_RADIUS["images" if images else "tables"]
+        consistency = self.w_consistency if images else 0.0
+        return replace(self, adversarial_radius=radius, w_consistency=consistency)
 
     def temperature(self, epoch: int) -> float:
         """The reference schedule: tau = max(tau_start * exp(-tau_decay * epoch), tau_min)."""
@@ -291,16 +311,23 @@ def _labelled_cross_entropy(
     return nll.sum() * inputs.world_size / (inputs.labels >= 0).sum()
 
 
-def usage_shortfall(logits: torch.Tensor) -> torch.Tensor:
-    """log K - H(mean over the rows of q(y|x)): 0 when they use every cluster equally, log K
-    when they use one. logits (B, K) -> scalar."""
+def usage_shortfall(logits: torch.Tensor, log_target: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(u || target) for u the mean over the rows of q(y|x): 0 when the rows use the clusters
+    in the target's proportions. Without a target (uniform): log K - H(u), log K when they use
+    one cluster. logits (B, K), log_target (K,) -> scalar."""
     usage = logits.softmax(-1).mean(0)
-    return math.log(logits.shape[-1]) + (usage * usage.clamp_min(1e-12).log()).sum()
+    log_usage = usage.clamp_min(1e-12).log()
+    if log_target is None:
+        return math.log(logits.shape[-1]) + (usage * log_usage).sum()
+    return (usage * (log_usage - log_target)).sum()
 
 
 def _balance(objective: Objective, inputs: StepInputs, out: NetworkOutput) -> torch.Tensor:
-    """usage_shortfall over this process's rows."""
-    return usage_shortfall(out.logits)
+    """usage_shortfall over this process's rows, aimed at the learned p(y) when there is one,
+    held fixed: p(y) learns from the ELBO alone."""
+    net = objective.network
+    target = None if net.proportion_logits is None else net.log_proportions().detach()
+    return usage_shortfall(out.logits, target)
 
 
 def _neighbour_warmup(config: ObjectiveConfig, progress: Progress) -> float:
@@ -340,10 +367,11 @@ class Objective(nn.Module):
     def __init__(self, network: GMVAENet, config: ObjectiveConfig):
         super().__init__()
         config.validate()
-        if network.config.image_shape is None and config.w_consistency > 0:
+        images = network.config.image_shape is not None
+        if not images and config.w_consistency > 0:
             raise GMVAEError("the consistency term moves images; tables have none to move")
         self.network = network
-        self.config = config
+        self.config = config.for_inputs(images)
         self.source: BatchSource | None = None
         self.neighbours: torch.Tensor | None = None  # (N, n_neighbours) row indices
         self.adversarial_length: torch.Tensor | None = None  # (N,) length of r per row
@@ -420,9 +448,14 @@ class Objective(nn.Module):
             detach_clusters=not cfg.elbo_to_clusters,
         )
         elbo_logits = out.logits if cfg.elbo_to_clusters else out.logits.detach()
-        cat = categorical_kl_uniform(elbo_logits)
-        if labels is not None:  # a labelled row's y is its class: KL(one-hot || uniform)
-            cat = torch.where(labels >= 0, math.log(net.config.n_clusters), cat)
+        cat = net.cluster_kl(elbo_logits)
+        if labels is not None:  # a labelled row's y is its class: KL(one-hot || p(y))
+            labelled_cat = (
+                math.log(net.config.n_clusters)
+                if net.proportion_logits is None
+                else -net.log_proportions()[labels.clamp_min(0)]
+            )
+            cat = torch.where(labels >= 0, labelled_cat, cat)
         elbo = {
             "rec": reconstruction_nll(x, out.decoded, net.config.likelihood),
             "gauss": gaussian_log_density(out.z, out.z_mean, out.z_var)

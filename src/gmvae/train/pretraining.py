@@ -1,10 +1,17 @@
-"""Autoencoder pretraining and a Gaussian-mixture start, as VaDE does (Jiang et al. 2017).
+"""Starts from a Gaussian mixture: on autoencoder codes, as VaDE does (Jiang et al. 2017), or
+on the inputs themselves.
 
-The network first learns to reconstruct x through the mean of q(z|x,y) alone, with y left out;
-a K-component diagonal Gaussian mixture is fitted to those codes; the GMVAE then starts from
-it: p(z|y=k) is the mixture's k-th component, q(y|x) is taught the mixture's
-responsibilities, and q(z|x,y) gives the autoencoder's code whatever y is. Training goes on
-from clusters that the codes' geometry suggests instead of from a random q(y|x).
+On codes (`pretrain`): the network first learns to reconstruct x through the mean of q(z|x,y)
+alone, with y left out; a K-component diagonal Gaussian mixture is fitted to those codes; the
+GMVAE then starts from it: p(z|y=k) is the mixture's k-th component, q(y|x) is taught the
+mixture's responsibilities, and q(z|x,y) gives the autoencoder's code whatever y is.
+
+On the inputs (`start_from_inputs`, for tables): a K-component Gaussian mixture is fitted to
+the standardised rows and q(y|x) is taught its responsibilities. On a table of a few measured
+features this is the model a user tries first, and the clusters it finds are the start.
+
+Either way training goes on from clusters that the data's geometry suggests instead of from a
+random q(y|x), and learned proportions p(y) start from the mixture's weights.
 """
 
 from __future__ import annotations
@@ -23,6 +30,16 @@ from gmvae.model.network import MIN_VARIANCE, GMVAENet
 # Gaussians, and seconds instead of minutes on 60,000 MNIST images.
 MIXTURE_ROWS = 20_000
 CODE_CHUNK = 4096  # rows per forward pass when computing codes
+# The mixture on the inputs has full covariances up to this many features (a table of measured
+# quantities, whose correlations differ by cluster), diagonal ones beyond (K D x D matrices
+# would be slow and poorly estimated).
+FULL_COVARIANCE_FEATURES = 50
+# The inputs' mixture is the most likely of this many fits (EM finds a local optimum: one fit
+# split a penguin species on some seeds), as KMeans' n_init=10 is.
+MIXTURE_INITS = 10
+# Optimizer steps (whole passes, at least one) that teach q(y|x) the inputs' mixture: one pass
+# of a 150-row table is a single step, too few to fit it.
+TEACH_STEPS = 200
 
 
 def pretrain(
@@ -73,15 +90,60 @@ def pretrain(
     return float(total) / n_rows
 
 
+def start_from_inputs(
+    model: GMVAENet,
+    n_rows: int,
+    read: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int,
+    lr: float,
+    seed: int,
+) -> float:
+    """Fit a K-component Gaussian mixture to (a seeded draw of at most MIXTURE_ROWS of) the
+    n_rows inputs that `read(rows)` returns, and teach q(y|x) its responsibilities for at least
+    TEACH_STEPS steps. Seeded. Returns the mixture's mean log-likelihood per row."""
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    fitted_rows = torch.as_tensor(np.sort(rng.permutation(n_rows)[:MIXTURE_ROWS]), device=device)
+    with torch.no_grad():
+        x = torch.cat([read(rows) for rows in fitted_rows.split(CODE_CHUNK)]).cpu().numpy()
+    covariance = "full" if x.shape[1] <= FULL_COVARIANCE_FEATURES else "diag"
+    mixture = fit_mixture(model, x, covariance, seed, MIXTURE_INITS)
+    with torch.no_grad():
+        targets = torch.cat([
+            torch.as_tensor(mixture.predict_proba(read(rows).cpu().numpy().astype(np.float64)))
+            for rows in torch.arange(n_rows, device=device).split(CODE_CHUNK)
+        ]).float().to(device)  # fmt: skip
+    steps_per_pass = -(-n_rows // batch_size)
+    for _ in range(-(-TEACH_STEPS // steps_per_pass)):
+        teach_clusters(model, n_rows, read, targets, batch_size, lr, generator)
+    return float(mixture.score(x.astype(np.float64)))
+
+
+def fit_mixture(
+    model: GMVAENet, x: np.ndarray, covariance: str, seed: int, n_init: int = 1
+) -> GaussianMixture:
+    """A K-component Gaussian mixture fitted to rows x (N, F), the most likely of `n_init`
+    seeded fits; learned proportions p(y) start from its weights."""
+    k = model.config.n_clusters
+    mixture = GaussianMixture(
+        k, covariance_type=covariance, reg_covar=1e-4, n_init=n_init, random_state=seed
+    )
+    mixture.fit(x.astype(np.float64))
+    if model.proportion_logits is not None:
+        with torch.no_grad():
+            weights = torch.as_tensor(mixture.weights_, dtype=torch.float32).clamp_min(1e-6)
+            model.proportion_logits.copy_(weights.log())
+    return mixture
+
+
 def start_from_mixture(model: GMVAENet, codes: np.ndarray, seed: int) -> torch.Tensor:
     """Fit a K-component diagonal Gaussian mixture to codes (N, Z) and set p(z|y=k) to its
     k-th component (y one-hot: p(z|y)'s layers' column k is the component, their bias 0).
     Returns the mixture's responsibilities for every code, (N, K)."""
-    k = model.config.n_clusters
     rng = np.random.default_rng(seed)
     fitted_on = codes[rng.permutation(len(codes))[:MIXTURE_ROWS]]
-    mixture = GaussianMixture(k, covariance_type="diag", reg_covar=1e-4, random_state=seed)
-    mixture.fit(fitted_on.astype(np.float64))
+    mixture = fit_mixture(model, fitted_on, "diag", seed)
     means = torch.as_tensor(mixture.means_.T, dtype=torch.float32)  # (Z, K)
     variances = torch.as_tensor(mixture.covariances_.T, dtype=torch.float32) - MIN_VARIANCE
     variances = variances.clamp_min(MIN_VARIANCE)

@@ -27,9 +27,12 @@ from gmvae.model.network import GMVAENet
 from gmvae.train.distributed import World, all_sum, share_buffers, share_parameters
 from gmvae.train.naming import ClusterNaming
 from gmvae.train.objective import Objective, Progress, StepInputs
-from gmvae.train.pretraining import pretrain
+from gmvae.train.pretraining import pretrain, start_from_inputs
 
 NONFINITE_POLICIES = ("stop", "skip")
+MIXTURE_STARTS = ("none", "inputs", "auto")
+# What the start from a mixture records in the first epoch's record.
+START_RECORDS = ("pretrain_rec", "mixture_log_likelihood")
 PROGRESS_EVERY = 25  # steps between updates of the progress bar's loss and usage entropy
 
 
@@ -53,6 +56,15 @@ class TrainConfig:
         metadata={
             "help": "epochs of autoencoder pretraining, after which p(z|y) and q(y|x) start "
             "from a Gaussian mixture fitted on the codes, as in VaDE (0: none)"
+        },
+    )
+    mixture_start: str = field(
+        default="none",
+        metadata={
+            "help": "inputs: start q(y|x) from a Gaussian mixture fitted on the (standardised) "
+            "inputs; none: from random weights (or from codes, with --pretrain-epochs); auto: "
+            "inputs for tables, none for images",
+            "choices": MIXTURE_STARTS,
         },
     )
     restarts: int = field(
@@ -89,6 +101,13 @@ class TrainConfig:
         at_least_zero = ("pretrain_epochs", "checkpoint_every", "max_skipped_steps")
         if min(getattr(self, name) for name in at_least_zero) < 0:
             raise GMVAEError(f"{', '.join(at_least_zero)} must be at least 0")
+        if self.mixture_start not in MIXTURE_STARTS:
+            raise GMVAEError(f"mixture_start must be one of {MIXTURE_STARTS}")
+        if self.mixture_start == "inputs" and self.pretrain_epochs > 0:
+            raise GMVAEError(
+                "a run starts from one mixture: on the inputs (mixture_start inputs) or on "
+                "pretrained codes (pretrain_epochs), not both"
+            )
         if self.on_nonfinite not in NONFINITE_POLICIES:
             raise GMVAEError(f"on_nonfinite must be one of {NONFINITE_POLICIES}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -240,17 +259,23 @@ class Trainer:
         self.naming.prepare(source, search)
 
     def _phases_before_training(self, source: BatchSource) -> dict:
-        """Pretraining, when asked: its record joins the first epoch's, its time that epoch's."""
+        """The start from a mixture, when asked (on pretrained codes or on the inputs): its
+        record joins the first epoch's, its time that epoch's."""
         cfg = self.config
-        if cfg.pretrain_epochs == 0:
-            return {}
         started = time.perf_counter()
-        rec = pretrain(
-            self.model, len(source), source.read, cfg.pretrain_epochs, cfg.batch_size, cfg.lr,
-            cfg.seed,
-        )  # fmt: skip
+        if cfg.pretrain_epochs > 0:
+            record = {"pretrain_rec": pretrain(
+                self.model, len(source), source.read, cfg.pretrain_epochs, cfg.batch_size,
+                cfg.lr, cfg.seed,
+            )}  # fmt: skip
+        elif cfg.mixture_start == "inputs":
+            record = {"mixture_log_likelihood": start_from_inputs(
+                self.model, len(source), source.read, cfg.batch_size, cfg.lr, cfg.seed
+            )}  # fmt: skip
+        else:
+            return {}
         share_parameters(self.model, self.world)
-        return {"pretrain_rec": rec, "seconds": time.perf_counter() - started}
+        return {**record, "seconds": time.perf_counter() - started}
 
     def train_epoch(self, source: BatchSource, epoch: int, progress: bool = False) -> dict:
         """One pass over the source's rows in a seeded random order (or the rest of an
@@ -325,7 +350,7 @@ class Trainer:
         )
         means = (totals[:-1] / max(float(totals[-1]), 1.0)).tolist()
         record = self.objective.summarise(dict(zip(sums, means, strict=True)))
-        before = {"pretrain_rec": partial["pretrain_rec"]} if "pretrain_rec" in partial else {}
+        before = {key: partial[key] for key in START_RECORDS if key in partial}
         last = Progress(epoch=epoch, done=(epoch + 1) * steps, steps_per_epoch=steps)
         return {
             **record,
