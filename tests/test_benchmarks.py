@@ -54,3 +54,16 @@ def test_the_suite_scores_every_method_per_seed_and_summarises_over_seeds():
         kmeans["seeds"] == 2 and kmeans["acc_min"] == min(accs) and kmeans["acc_max"] == max(accs)
     )
     assert "| iris | KMeans |" in suite.markdown(summary)
+
+
+def test_the_unequal_draw_keeps_four_times_as_many_zeros_as_nines(tmp_path):
+    import numpy as np
+
+    from benchmarks.unequal import draw
+
+    shares = draw(tmp_path)
+    saved = np.load(tmp_path / "mnist-unequal.npz")
+    counts = np.bincount(saved["y"])
+    assert saved["x"].shape == (len(saved["y"]), 28, 28) and saved["x"].dtype == np.uint8
+    assert np.all(np.diff(counts) < 0) and 3.9 < counts[0] / counts[9] <= 4.0
+    np.testing.assert_allclose(shares, counts / counts.sum())
