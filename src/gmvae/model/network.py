@@ -49,9 +49,10 @@ class ModelConfig:
     proportions: str = field(
         default="equal",
         metadata={
-            "help": "the clusters' proportions p(y), the mixture's weights: equal, learned, or "
-            "auto: learned for tables, equal for images",
-            "choices": ("auto", *PROPORTIONS),
+            "help": "the clusters' proportions p(y), the mixture's weights: equal (as the "
+            "reference), or learned (for tables started from their mixture they start from its "
+            "weights)",
+            "choices": PROPORTIONS,
         },
     )
     likelihood: str = field(
@@ -97,16 +98,8 @@ class ModelConfig:
             # (median test ACC 88.1 against 98.4, seeds 0-2) at about twice the time an epoch
             # on the CPU (benchmarks/results/clustering/mnist-default-conv/).
             architecture = "mlp"
-        proportions = self.proportions
-        if proportions == "auto":
-            # Learned on balanced MNIST, the default's proportions let clusters merge
-            # (benchmarks/results/clustering/mnist-default-learned-proportions/); on the suite's
-            # tables, started from their mixture, they keep its unequal clusters
-            # (benchmarks/results/suite/).
-            proportions = "equal" if image_shape is not None else "learned"
         return replace(
             self,
-            proportions=proportions,
             x_dim=x_dim,
             image_shape=image_shape,
             likelihood=likelihood,
