@@ -89,3 +89,19 @@ def test_json_lines_and_quiet_output(tmp_path, capsys):
     assert lines[2]["results"]["test"]["acc"] > 0
     main([*QUICK, "--quiet", "--out", str(tmp_path / "q")])
     assert capsys.readouterr().out == ""
+
+
+def test_learned_proportions_are_in_the_results_and_drawn_on_the_size_figure(tmp_path):
+    import numpy as np
+
+    from gmvae.run import plots
+
+    out = tmp_path / "p"
+    main([*QUICK, "--quiet", "--proportions", "learned", "--out", str(out)])
+    proportions = json.loads((out / "results.json").read_text())["proportions"]
+    assert len(proportions) == 10 and abs(sum(proportions) - 1) < 1e-5
+    assert len(set(round(p, 6) for p in proportions)) > 1  # learned, no longer all 0.1
+    sizes, confidence = np.array([5, 3]), np.array([0.9, 0.8])
+    figure = plots.plot_cluster_sizes(sizes, confidence, ["a", "b"], np.array([6.0, 2.0]))
+    assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["learned p(y)"]
+    assert plots.plot_cluster_sizes(sizes, confidence, ["a", "b"]).axes[0].get_legend() is None
