@@ -47,7 +47,8 @@ COLUMNS = ("acc", "nmi", "ari", "elbo", "wall_seconds", "train_seconds")
 
 def differences(config: ExperimentConfig, saved: dict) -> list[str]:
     """The settings where a finished seed's saved config.json differs from `config`; model
-    sizes and "auto" choices are filled in from the data when a run starts, so not compared.
+    sizes, "auto" choices and unset values are filled in from the data when a run starts, so
+    not compared.
     A setting missing from the saved config was added after that seed ran, at the default
     that keeps the old behaviour, so it counts as that default. (Seeds run before the
     "objective" section existed kept its settings under "train".)"""
@@ -65,7 +66,9 @@ def differences(config: ExperimentConfig, saved: dict) -> list[str]:
             found_value = saved["model"].get(key, getattr(ModelConfig(), key))
             wanted[f"model.{key}"], found[f"model.{key}"] = value, found_value
     return [
-        f"{k}: {found.get(k)!r} there, {v!r} here" for k, v in wanted.items() if found.get(k) != v
+        f"{k}: {found.get(k)!r} there, {v!r} here"
+        for k, v in wanted.items()
+        if found.get(k) != v and v not in ("auto", None)  # resolved from the data when run
     ]
 
 

@@ -67,3 +67,11 @@ def test_the_unequal_draw_keeps_four_times_as_many_zeros_as_nines(tmp_path):
     assert saved["x"].shape == (len(saved["y"]), 28, 28) and saved["x"].dtype == np.uint8
     assert np.all(np.diff(counts) < 0) and 4.0 <= counts[0] / counts[9] < 4.01  # at least 4:1
     np.testing.assert_allclose(shares, counts / counts.sum())
+
+
+def test_a_seed_saved_with_its_auto_settings_resolved_counts_as_the_same_settings():
+    config = ExperimentConfig.from_preset("default")
+    resolved = saved_config(config)
+    resolved["train"]["mixture_start"] = "inputs"
+    resolved["objective"]["adversarial_radius"] = 0.05
+    assert differences(config, resolved) == []

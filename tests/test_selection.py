@@ -1,10 +1,12 @@
 """Choosing among short models by held-out ELBO: --restarts."""
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
 import pytest
+import torch
 
 from gmvae.cli import main
 from gmvae.model import inference
@@ -34,6 +36,22 @@ def test_restarts_go_on_from_the_candidate_with_the_best_held_out_elbo(digits):
     held, _ = held_out_split(len(x), 7)
     elbo = float(inference.elbo(model, x[held], seed=7).mean())
     assert elbo == pytest.approx(best["heldout_elbo"], rel=1e-6)  # the model holds its weights
+
+
+def test_the_chosen_candidate_of_a_table_is_not_restarted_from_the_mixture_again():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (60, 3)), rng.normal(5, 1, (60, 3))]).astype(np.float32)
+    config = ExperimentConfig.from_preset("default", {
+        "model": {"n_clusters": 2, "z_dim": 2, "hidden_dim": 16, "y_hidden_dim": 16},
+        "train": {"epochs": 1, "batch_size": 32, "restarts": 2, "restart_epochs": 1},
+    })  # fmt: skip
+    trainer = assemble(config, x, None)
+    choose_start(trainer, config, x, None)
+    chosen = {k: v.clone() for k, v in trainer.model.y_encoder.state_dict().items()}
+    trainer.config = dataclasses.replace(trainer.config, epochs=0)  # fit: the phases alone
+    trainer.fit(torch.as_tensor(x), progress=False)
+    after = trainer.model.y_encoder.state_dict()
+    assert all(torch.equal(chosen[k], after[k]) for k in chosen)
 
 
 def test_candidate_seeds_differ_across_runs_and_candidates():

@@ -141,6 +141,7 @@ def choose_start(
     # Rank 0's choice on every rank: on a GPU the ranks' ELBOs may differ in the last bits.
     chosen = broadcast(max(rows, key=lambda r: r["heldout_elbo"])["candidate"], world)
     model.load_state_dict(weights[chosen])
+    trainer.start_chosen = True  # the candidates made their starts: fit must not redo one
     for row in rows:
         row["chosen"] = row["candidate"] == chosen
     return rows

@@ -450,10 +450,12 @@ class Objective(nn.Module):
         elbo_logits = out.logits if cfg.elbo_to_clusters else out.logits.detach()
         cat = net.cluster_kl(elbo_logits)
         if labels is not None:  # a labelled row's y is its class: KL(one-hot || p(y))
+            # Held fixed for a learned p(y): the labelled rows added to every batch would pull
+            # it towards the labelled classes' mix.
             labelled_cat = (
                 math.log(net.config.n_clusters)
                 if net.proportion_logits is None
-                else -net.log_proportions()[labels.clamp_min(0)]
+                else -net.log_proportions().detach()[labels.clamp_min(0)]
             )
             cat = torch.where(labels >= 0, labelled_cat, cat)
         elbo = {

@@ -169,6 +169,9 @@ class Trainer:
         self.stop_requested: str | None = None  # why, set by a signal handler; seen between steps
         self._partial_epoch: dict | None = None  # where an interrupted epoch stopped
         self._before_training: dict | None = None  # what the phases before the loop recorded
+        # Set when the weights to start from were chosen before fit (--restarts, whose
+        # candidates each ran the phases before the loop): fit then runs none of them.
+        self.start_chosen = False
         self._search: NeighbourSearch | None = None  # the neighbours of the rows last fitted
 
     def state_dict(self, partial_epoch: dict | None = None) -> dict:
@@ -226,7 +229,7 @@ class Trainer:
         if progress is None:
             progress = sys.stderr.isatty()
         self.prepare(source)
-        if not self.history and self._partial_epoch is None:
+        if not self.history and self._partial_epoch is None and not self.start_chosen:
             self._before_training = self._phases_before_training(source)
         every = self.config.checkpoint_every
         for epoch in range(len(self.history), self.config.epochs):
