@@ -11,7 +11,10 @@ of every training image, and LogisticRegression on the labelled images alone. Sc
 test set by classification accuracy (no matching: the predicted class must be the class), and
 by ACC / NMI / ARI. With --labelled-classes (say 0-4), labels of the other classes are dropped
 and their clusters are scored apart: "unseen ACC" is the Hungarian-matched accuracy of the
-unlabelled classes' test images over the clusters no labelled class claims.
+unlabelled classes' test images over the clusters no labelled class claims, and "own clusters"
+counts the classes whose main cluster (the one holding most of its test images) is no other
+class's main cluster: all K when every unseen class has a cluster of its own and no labelled
+class shares one.
 
 Writes OUT/seeds.csv (a row per seed and method), OUT/summary.csv and OUT/summary.md (median,
 min and max per method) and OUT/run.json (command, commit, machine).
@@ -40,7 +43,7 @@ from gmvae.run.assembly import load_data
 from gmvae.run.metrics import clustering_scores, contingency
 from gmvae.run.settings import DataConfig, parse_int_range
 
-COLUMNS = ("accuracy", "acc", "nmi", "ari", "unseen_acc", "seconds")
+COLUMNS = ("accuracy", "acc", "nmi", "ari", "unseen_acc", "own_clusters", "seconds")
 
 
 def unseen_accuracy(table: np.ndarray, seen: list[int]) -> float:
@@ -53,12 +56,20 @@ def unseen_accuracy(table: np.ndarray, seen: list[int]) -> float:
     return 100 * float(part[rows, cols].sum() / table[:, unseen].sum())
 
 
+def own_clusters(table: np.ndarray) -> int:
+    """How many classes have a main cluster of their own: table (K clusters, C classes) of
+    test counts; a class's main cluster holds most of its images, and it is the class's own
+    when it is no other class's main cluster."""
+    main = table.argmax(0)  # (C,)
+    return int(sum((main == m).sum() == 1 for m in main))
+
+
 def scores(y_test: np.ndarray, predicted: np.ndarray, k: int, seen: list[int]) -> dict:
     table = contingency(predicted, y_test, k)
     row = {"accuracy": 100 * float((predicted == y_test).mean())}
     row.update(clustering_scores(y_test, predicted, k))
     if len(seen) < k:
-        row["unseen_acc"] = unseen_accuracy(table, seen)
+        row.update(unseen_acc=unseen_accuracy(table, seen), own_clusters=own_clusters(table))
     return row
 
 
@@ -125,7 +136,7 @@ def main() -> None:
         gmvae = {"method": "GMVAE (default preset)", **{c: test[c] for c in COLUMNS[:4]}}
         table = np.array(results["contingency"])
         if len(seen) < k:
-            gmvae["unseen_acc"] = unseen_accuracy(table, seen)
+            gmvae.update(unseen_acc=unseen_accuracy(table, seen), own_clusters=own_clusters(table))
         gmvae["seconds"] = results["wall_seconds"]
         for row in [gmvae, *baselines(folder, k)]:
             rows.append({"seed": seed, **row})

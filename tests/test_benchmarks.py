@@ -75,3 +75,27 @@ def test_a_seed_saved_with_its_auto_settings_resolved_counts_as_the_same_setting
     resolved["train"]["mixture_start"] = "inputs"
     resolved["objective"]["adversarial_radius"] = 0.05
     assert differences(config, resolved) == []
+
+
+def test_own_clusters_counts_the_classes_whose_main_cluster_no_other_class_shares():
+    import numpy as np
+
+    from benchmarks.semi_supervised import own_clusters
+
+    # clusters x classes: classes 0 and 2 both have most of their images in cluster 0
+    table = np.array([[9, 0, 6], [1, 8, 0], [0, 2, 4]])
+    assert own_clusters(table) == 1
+    assert own_clusters(np.eye(3, dtype=int) * 5) == 3
+
+
+def test_the_table_speed_summary_says_the_goal_is_missed_when_one_fit_took_over_a_minute():
+    from benchmarks.table_speed import markdown
+
+    def fit(seconds: float, method: str = "GMVAE default") -> dict:
+        return {"table": "blobs-50", "rows": 10_000, "features": 50, "method": method,
+                "seconds": seconds, "acc": 90.0, "nmi": 80.0}  # fmt: skip
+
+    met = markdown([fit(40.0), fit(59.0), fit(75.0, "KMeans")], "cmd")
+    assert "| blobs-50 | 10,000 x 50 | GMVAE default | 49.5 (40.0-59.0) |" in met
+    assert "the goal (under 60 s) is met" in met
+    assert "is not met" in markdown([fit(40.0), fit(61.0)], "cmd")

@@ -71,3 +71,24 @@ def test_a_table_starts_from_the_mixture_on_its_rows_with_its_proportions():
     model.eval()
     assert cluster_accuracy(y, inference.cluster_probabilities(model, x).argmax(1), 2) > 0.99
     np.testing.assert_allclose(sorted(inference.proportions(model)), [0.25, 0.75], atol=0.01)
+
+
+def test_a_table_with_few_rows_per_cluster_for_its_features_starts_from_diagonal_covariances():
+    # 20 features, 30 rows per cluster: a full covariance has 210 numbers to fit from 30 rows
+    centres = np.random.default_rng(1).normal(scale=4, size=(10, 20))
+    x = np.concatenate([c + np.random.default_rng(i).normal(size=(30, 20))
+                        for i, c in enumerate(centres)])  # fmt: skip
+    rows = torch.as_tensor(x, dtype=torch.float32)
+    torch.manual_seed(0)
+    config = ModelConfig(x_dim=20, image_shape=None, n_clusters=10, z_dim=2, hidden_dim=32,
+                         likelihood="gaussian", y_batch_norm=True)  # fmt: skip
+    model = GMVAENet(config)
+    log_likelihood = start_from_inputs(model, len(x), lambda r: rows[r], 64, 2e-3, seed=0)
+    fitted = rows.numpy().astype(np.float64)
+    mixtures = {
+        shape: GaussianMixture(10, covariance_type=shape, reg_covar=1e-4, n_init=10,
+                               random_state=0).fit(fitted)
+        for shape in ("full", "diag")
+    }  # fmt: skip
+    assert mixtures["diag"].bic(fitted) < mixtures["full"].bic(fitted)
+    assert log_likelihood == mixtures["diag"].score(fitted)

@@ -30,9 +30,11 @@ from gmvae.model.network import MIN_VARIANCE, GMVAENet
 # Gaussians, and seconds instead of minutes on 60,000 MNIST images.
 MIXTURE_ROWS = 20_000
 CODE_CHUNK = 4096  # rows per forward pass when computing codes
-# The mixture on the inputs has full covariances up to this many features (a table of measured
-# quantities, whose correlations differ by cluster), diagonal ones beyond (K D x D matrices
-# would be slow and poorly estimated).
+# The mixture on the inputs may have full covariances up to this many features (a table of
+# measured quantities, whose correlations differ by cluster); it is diagonal beyond (K D x D
+# matrices would be slow and poorly estimated). Up to it, full and diagonal are both fitted and
+# the one with the lower BIC is kept: full matrices fitted to too few rows per cluster overfit
+# (a 1,000-row table of 50 features around 10 centres), and BIC charges for their parameters.
 FULL_COVARIANCE_FEATURES = 50
 # The inputs' mixture is the most likely of this many fits (EM finds a local optimum: one fit
 # split a penguin species on some seeds), as KMeans' n_init=10 is.
@@ -107,8 +109,12 @@ def start_from_inputs(
     fitted_rows = torch.as_tensor(np.sort(rng.permutation(n_rows)[:MIXTURE_ROWS]), device=device)
     with torch.no_grad():
         x = torch.cat([read(rows) for rows in fitted_rows.split(CODE_CHUNK)]).cpu().numpy()
-    covariance = "full" if x.shape[1] <= FULL_COVARIANCE_FEATURES else "diag"
-    mixture = fit_mixture(model, x, covariance, seed, MIXTURE_INITS)
+    x = x.astype(np.float64)
+    shapes = ("full", "diag") if x.shape[1] <= FULL_COVARIANCE_FEATURES else ("diag",)
+    k = model.config.n_clusters
+    fits = [fit_mixture(k, x, shape, seed, MIXTURE_INITS) for shape in shapes]
+    mixture = min(fits, key=lambda fit: fit.bic(x))  # the first of equals: full
+    start_proportions(model, mixture)
     with torch.no_grad():
         targets = torch.cat([
             torch.as_tensor(mixture.predict_proba(read(rows).cpu().numpy().astype(np.float64)))
@@ -118,24 +124,26 @@ def start_from_inputs(
     # clustered breast cancer, iris and penguins worse (the suite's default-teach-one-adam row).
     for _ in range(-(-TEACH_STEPS // -(-n_rows // batch_size))):
         teach_clusters(model, n_rows, read, targets, batch_size, lr, generator)
-    return float(mixture.score(x.astype(np.float64)))
+    return float(mixture.score(x))
 
 
 def fit_mixture(
-    model: GMVAENet, x: np.ndarray, covariance: str, seed: int, n_init: int = 1
+    k: int, x: np.ndarray, covariance: str, seed: int, n_init: int = 1
 ) -> GaussianMixture:
-    """A K-component Gaussian mixture fitted to rows x (N, F), the most likely of `n_init`
-    seeded fits; learned proportions p(y) start from its weights."""
-    k = model.config.n_clusters
+    """A k-component Gaussian mixture fitted to rows x (N, F), the most likely of `n_init`
+    seeded fits."""
     mixture = GaussianMixture(
         k, covariance_type=covariance, reg_covar=1e-4, n_init=n_init, random_state=seed
     )
-    mixture.fit(x.astype(np.float64))
+    return mixture.fit(x.astype(np.float64))
+
+
+def start_proportions(model: GMVAENet, mixture: GaussianMixture) -> None:
+    """Learned proportions p(y), when the model has them, start from the mixture's weights."""
     if model.proportion_logits is not None:
         with torch.no_grad():
             weights = torch.as_tensor(mixture.weights_, dtype=torch.float32).clamp_min(1e-6)
             model.proportion_logits.copy_(weights.log())
-    return mixture
 
 
 def start_from_mixture(model: GMVAENet, codes: np.ndarray, seed: int) -> torch.Tensor:
@@ -144,7 +152,8 @@ def start_from_mixture(model: GMVAENet, codes: np.ndarray, seed: int) -> torch.T
     Returns the mixture's responsibilities for every code, (N, K)."""
     rng = np.random.default_rng(seed)
     fitted_on = codes[rng.permutation(len(codes))[:MIXTURE_ROWS]]
-    mixture = fit_mixture(model, fitted_on, "diag", seed)
+    mixture = fit_mixture(model.config.n_clusters, fitted_on, "diag", seed)
+    start_proportions(model, mixture)
     means = torch.as_tensor(mixture.means_.T, dtype=torch.float32)  # (Z, K)
     variances = torch.as_tensor(mixture.covariances_.T, dtype=torch.float32) - MIN_VARIANCE
     variances = variances.clamp_min(MIN_VARIANCE)
