@@ -135,7 +135,7 @@ def fit_mixture(
     mixture = GaussianMixture(
         k, covariance_type=covariance, reg_covar=1e-4, n_init=n_init, random_state=seed
     )
-    return mixture.fit(x.astype(np.float64))
+    return mixture.fit(np.asarray(x, dtype=np.float64))
 
 
 def start_proportions(model: GMVAENet, mixture: GaussianMixture) -> None:
