@@ -92,3 +92,21 @@ def test_a_table_with_few_rows_per_cluster_for_its_features_starts_from_diagonal
     }  # fmt: skip
     assert mixtures["diag"].bic(fitted) < mixtures["full"].bic(fitted)
     assert log_likelihood == mixtures["diag"].score(fitted)
+
+
+def test_with_labels_the_tables_start_names_cluster_k_after_class_k():
+    rng = np.random.default_rng(0)
+    centres = ((0, 0), (6, 0), (0, 6))
+    x = np.concatenate([c + rng.normal(size=(100, 2)) for c in centres])
+    classes = np.repeat([2, 0, 1], 100)  # not the blobs' order
+    labels = np.full(len(x), -1)
+    for c in range(3):
+        labels[rng.choice(np.flatnonzero(classes == c), 3, replace=False)] = c
+    rows = torch.as_tensor(x, dtype=torch.float32)
+    torch.manual_seed(0)
+    model = GMVAENet(ModelConfig(x_dim=2, image_shape=None, n_clusters=3, z_dim=2, hidden_dim=32,
+                                 likelihood="gaussian", y_batch_norm=True))  # fmt: skip
+    start_from_inputs(model, len(x), lambda r: rows[r], 64, 2e-3, 0, torch.as_tensor(labels))
+    model.eval()
+    predicted = inference.cluster_probabilities(model, rows).argmax(1)
+    assert np.mean(predicted == classes) > 0.98  # the names, not only the partition

@@ -8,7 +8,9 @@ mixture's responsibilities, and q(z|x,y) gives the autoencoder's code whatever y
 
 On the inputs (`start_from_inputs`, for tables): a K-component Gaussian mixture is fitted to
 the standardised rows and q(y|x) is taught its responsibilities. On a table of a few measured
-features this is the model a user tries first, and the clusters it finds are the start.
+features this is the model a user tries first, and the clusters it finds are the start. In a
+semi-supervised run the mixture is fitted with the labelled rows held in their class's component
+(mixtures.fit_labelled_mixture), so the start's cluster k is already class k.
 
 Either way training goes on from clusters that the data's geometry suggests instead of from a
 random q(y|x), and learned proportions p(y) start from the mixture's weights.
@@ -25,6 +27,12 @@ from sklearn.mixture import GaussianMixture
 
 from gmvae.model.losses import reconstruction_nll
 from gmvae.model.network import MIN_VARIANCE, GMVAENet
+from gmvae.train.mixtures import (
+    LabelledMixture,
+    fit_labelled_mixture,
+    fit_mixture,
+    responsibilities,
+)
 
 # The mixture is fitted on at most this many codes (a seeded draw): enough for K diagonal
 # Gaussians, and seconds instead of minutes on 60,000 MNIST images.
@@ -87,8 +95,8 @@ def pretrain(
             model.encode_z(read(rows), no_y[:1].expand(len(rows), k))[0]
             for rows in torch.arange(n_rows, device=device).split(CODE_CHUNK)
         ]).cpu().numpy()  # fmt: skip
-    responsibilities = start_from_mixture(model, codes, seed)
-    teach_clusters(model, n_rows, read, responsibilities.to(device), batch_size, lr, generator)
+    targets = start_from_mixture(model, codes, seed)
+    teach_clusters(model, n_rows, read, targets.to(device), batch_size, lr, generator)
     return float(total) / n_rows
 
 
@@ -99,46 +107,58 @@ def start_from_inputs(
     batch_size: int,
     lr: float,
     seed: int,
+    labels: torch.Tensor | None = None,
 ) -> float:
     """Fit a K-component Gaussian mixture to (a seeded draw of at most MIXTURE_ROWS of) the
     n_rows inputs that `read(rows)` returns, and teach q(y|x) its responsibilities for at least
-    TEACH_STEPS steps. Seeded. Returns the mixture's mean log-likelihood per row."""
+    TEACH_STEPS steps. With labels (N,) (-1 unknown), every labelled row is fitted too, component
+    k is class k, and a labelled row is taught its class. Seeded. Returns the mixture's mean
+    log-likelihood per fitted row."""
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     rng = np.random.default_rng(seed)
-    fitted_rows = torch.as_tensor(np.sort(rng.permutation(n_rows)[:MIXTURE_ROWS]), device=device)
+    fitted = rng.permutation(n_rows)[:MIXTURE_ROWS]
+    known = None if labels is None else labels.cpu().numpy()
+    if known is not None:
+        fitted = np.union1d(fitted, np.flatnonzero(known >= 0))
+    fitted_rows = torch.as_tensor(np.sort(fitted), device=device)
     with torch.no_grad():
         x = torch.cat([read(rows) for rows in fitted_rows.split(CODE_CHUNK)]).cpu().numpy()
     x = x.astype(np.float64)
     shapes = ("full", "diag") if x.shape[1] <= FULL_COVARIANCE_FEATURES else ("diag",)
     k = model.config.n_clusters
-    fits = [fit_mixture(k, x, shape, seed, MIXTURE_INITS) for shape in shapes]
-    mixture = min(fits, key=lambda fit: fit.bic(x))  # the first of equals: full
+    if known is None:
+        fits = [fit_mixture(k, x, shape, seed, MIXTURE_INITS) for shape in shapes]
+        mixture = min(fits, key=lambda fit: fit.bic(x))  # the first of equals: full
+        log_likelihood = float(mixture.score(x))
+    else:
+        x_labels = known[fitted_rows.cpu().numpy()]
+        fits = [
+            fit_labelled_mixture(k, x, x_labels, shape, seed, MIXTURE_INITS) for shape in shapes
+        ]
+        mixture = min(fits, key=lambda fit: fit.bic(len(x)))
+        log_likelihood = mixture.log_likelihood / len(x)
+
+    def probabilities(rows: torch.Tensor) -> torch.Tensor:
+        """The mixture's responsibilities (B, K) for the rows (B,), a labelled row's its class."""
+        rows_x = read(rows).cpu().numpy().astype(np.float64)
+        if known is None:
+            return torch.as_tensor(mixture.predict_proba(rows_x))
+        return torch.as_tensor(responsibilities(mixture, rows_x, known[rows.cpu().numpy()]))
+
     start_proportions(model, mixture)
     with torch.no_grad():
         targets = torch.cat([
-            torch.as_tensor(mixture.predict_proba(read(rows).cpu().numpy().astype(np.float64)))
-            for rows in torch.arange(n_rows, device=device).split(CODE_CHUNK)
+            probabilities(rows) for rows in torch.arange(n_rows, device=device).split(CODE_CHUNK)
         ]).float().to(device)  # fmt: skip
     # A fresh Adam each pass (on a small table, each step): one Adam across the passes
     # clustered breast cancer, iris and penguins worse (the suite's default-teach-one-adam row).
     for _ in range(-(-TEACH_STEPS // -(-n_rows // batch_size))):
         teach_clusters(model, n_rows, read, targets, batch_size, lr, generator)
-    return float(mixture.score(x))
+    return log_likelihood
 
 
-def fit_mixture(
-    k: int, x: np.ndarray, covariance: str, seed: int, n_init: int = 1
-) -> GaussianMixture:
-    """A k-component Gaussian mixture fitted to rows x (N, F), the most likely of `n_init`
-    seeded fits."""
-    mixture = GaussianMixture(
-        k, covariance_type=covariance, reg_covar=1e-4, n_init=n_init, random_state=seed
-    )
-    return mixture.fit(np.asarray(x, dtype=np.float64))
-
-
-def start_proportions(model: GMVAENet, mixture: GaussianMixture) -> None:
+def start_proportions(model: GMVAENet, mixture: GaussianMixture | LabelledMixture) -> None:
     """Learned proportions p(y), when the model has them, start from the mixture's weights."""
     if model.proportion_logits is not None:
         with torch.no_grad():

@@ -273,7 +273,8 @@ class Trainer:
             )}  # fmt: skip
         elif cfg.mixture_start == "inputs":
             record = {"mixture_log_likelihood": start_from_inputs(
-                self.model, len(source), source.read, cfg.batch_size, cfg.lr, cfg.seed
+                self.model, len(source), source.read, cfg.batch_size, cfg.lr, cfg.seed,
+                source.labels,
             )}  # fmt: skip
         else:
             return {}
