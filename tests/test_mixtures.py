@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from gmvae.data.labels import draw_per_class
 from gmvae.train.mixtures import fit_labelled_mixture, responsibilities
 
 
@@ -13,18 +14,10 @@ def three_blobs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, np.repeat([2, 0, 1], 100)
 
 
-def some_labels(classes: np.ndarray, per_class: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    labels = np.full(len(classes), -1)
-    for c in np.unique(classes):
-        labels[rng.choice(np.flatnonzero(classes == c), per_class, replace=False)] = c
-    return labels
-
-
 @pytest.mark.parametrize("covariance", ["full", "diag"])
 def test_with_labels_component_k_is_class_k_whatever_order_the_classes_come_in(covariance):
     x, classes = three_blobs()
-    labels = some_labels(classes, 3)
+    labels = draw_per_class(classes, 3, seed=0)
     mixture = fit_labelled_mixture(3, x, labels, covariance, seed=0, n_init=3)
     predicted = mixture.predict_proba(x).argmax(1)
     assert np.mean(predicted[labels < 0] == classes[labels < 0]) > 0.99
@@ -34,7 +27,7 @@ def test_with_labels_component_k_is_class_k_whatever_order_the_classes_come_in(c
 
 def test_a_labelled_row_is_held_at_its_class_even_inside_another_class():
     x, classes = three_blobs()
-    labels = some_labels(classes, 3)
+    labels = draw_per_class(classes, 3, seed=0)
     stray = np.flatnonzero((classes == 2) & (labels < 0))[0]
     labels[stray] = 0  # a row of the first blob labelled as the second blob's class
     mixture = fit_labelled_mixture(3, x, labels, "full", seed=0, n_init=2)
@@ -46,7 +39,7 @@ def test_a_labelled_row_is_held_at_its_class_even_inside_another_class():
 
 def test_a_class_without_labelled_rows_gets_the_component_its_rows_form():
     x, classes = three_blobs(1)
-    labels = some_labels(classes, 3)
+    labels = draw_per_class(classes, 3, seed=0)
     labels[labels == 1] = -1  # class 1 (the third blob) has no labels
     mixture = fit_labelled_mixture(3, x, labels, "full", seed=0, n_init=3)
     assert np.mean(mixture.predict_proba(x).argmax(1) == classes) > 0.99

@@ -2,6 +2,7 @@ import numpy as np
 import torch
 from sklearn.mixture import GaussianMixture
 
+from gmvae.data.labels import draw_per_class
 from gmvae.model import inference
 from gmvae.model.network import GMVAENet, ModelConfig
 from gmvae.run.metrics import cluster_accuracy
@@ -99,9 +100,7 @@ def test_with_labels_the_tables_start_names_cluster_k_after_class_k():
     centres = ((0, 0), (6, 0), (0, 6))
     x = np.concatenate([c + rng.normal(size=(100, 2)) for c in centres])
     classes = np.repeat([2, 0, 1], 100)  # not the blobs' order
-    labels = np.full(len(x), -1)
-    for c in range(3):
-        labels[rng.choice(np.flatnonzero(classes == c), 3, replace=False)] = c
+    labels = draw_per_class(classes, 3, seed=0)
     rows = torch.as_tensor(x, dtype=torch.float32)
     torch.manual_seed(0)
     model = GMVAENet(ModelConfig(x_dim=2, image_shape=None, n_clusters=3, z_dim=2, hidden_dim=32,
