@@ -11,6 +11,7 @@ from gmvae.errors import GMVAEError
 from gmvae.model.network import GMVAENet, ModelConfig
 from gmvae.train.objective import (
     REGULARISERS,
+    SEMI_SUPERVISED_CONSISTENCY,
     Objective,
     ObjectiveConfig,
     Progress,
@@ -150,6 +151,19 @@ def test_with_learned_proportions_cat_is_kl_to_them_and_only_they_learn_from_it(
 def test_negative_or_non_finite_weights_are_refused(settings):
     with pytest.raises(GMVAEError):
         ObjectiveConfig(**settings).validate()
+
+
+def test_unset_consistency_is_on_for_labelled_images_only_and_a_set_weight_is_kept():
+    unset = ObjectiveConfig()
+    assert unset.for_inputs(images=True, labelled=True).w_consistency == SEMI_SUPERVISED_CONSISTENCY
+    assert unset.for_inputs(images=True).w_consistency == 0.0
+    assert unset.for_inputs(images=False, labelled=True).w_consistency == 0.0
+    chosen = ObjectiveConfig(w_consistency=0.5)
+    assert chosen.for_inputs(images=True).w_consistency == 0.5
+    assert chosen.for_inputs(images=True, labelled=True).w_consistency == 0.5
+    assert chosen.for_inputs(images=False).w_consistency == 0.0
+    with pytest.raises(GMVAEError):
+        ObjectiveConfig(w_consistency=-1.0).validate()
 
 
 def test_temperature_follows_the_reference_schedule():

@@ -73,7 +73,8 @@ def fit_to_data(
     labels: np.ndarray | None = None,
 ) -> ExperimentConfig:
     """The settings made for the training rows x (N, D): the model's size, shape and "auto"
-    choices, and the objective's for images or tables (ObjectiveConfig.for_inputs). Checks
+    choices, and the objective's for images or tables, with or without labels
+    (ObjectiveConfig.for_inputs). Checks
     that the settings fit the data. The same settings come out when given again.
 
     mixture_start "auto": a table starts from a Gaussian mixture on its standardised rows
@@ -88,7 +89,7 @@ def fit_to_data(
     if train.mixture_start == "auto":
         on_inputs = image_shape is None and train.pretrain_epochs == 0
         train = replace(train, mixture_start="inputs" if on_inputs else "none")
-    objective = objective.for_inputs(images=image_shape is not None)
+    objective = objective.for_inputs(images=image_shape is not None, labelled=labels is not None)
     if len(x) < max(model.n_clusters, 2):  # a batch needs two rows (batch normalisation)
         raise GMVAEError(
             f"{len(x)} training examples for {model.n_clusters} clusters ({len(x)} samples for "

@@ -51,6 +51,13 @@ DISTANCE_CHUNK = 4096  # rows per block when measuring the adversarial lengths
 # started from their mixture, IMSAT's length moved iris's and penguins' clusters off it:
 # benchmarks/results/suite/).
 ADVERSARIAL_RADIUS = {"images": 0.25, "tables": 0.05}
+# The consistency weight when not set, for images with labels: the labelled term alone fits q(y|x)
+# to the few labelled images and the clustering terms then pull the rest back to their own
+# partition; agreement between an image and its moved copies spreads each label to the images
+# its class's variations reach (Fashion-MNIST with 10 labels per class:
+# benchmarks/results/semi-supervised/). Without labels it bought no clear gain on MNIST
+# (benchmarks/results/clustering/) and costs a forward pass per step, so it stays off there.
+SEMI_SUPERVISED_CONSISTENCY = 5.0
 
 
 @dataclass
@@ -84,11 +91,12 @@ class ObjectiveConfig:
             "clustering terms alone and the ELBO fits q(z|x,y), p(z|y) and p(x|z) to its clusters"
         },
     )
-    w_consistency: float = field(
-        default=0.0,
+    w_consistency: float | None = field(
+        default=None,
         metadata={
-            "help": "weight of KL(q(y|x) || q(y|T(x))) for a small random affine T (images; "
-            "off for tables)"
+            "help": "weight of KL(q(y|x) || q(y|T(x))) for a small random affine T (unset: "
+            f"{SEMI_SUPERVISED_CONSISTENCY:g} for images in semi-supervised runs, else 0; "
+            "always 0 for tables)"
         },
     )
     w_neighbours: float = field(
@@ -154,6 +162,7 @@ class ObjectiveConfig:
         weights = {f"w_{name}": getattr(self, f"w_{name}") for name in ("rec", "gauss", "cat")}
         clustering = {term.weight: getattr(self, term.weight) for term in CLUSTERING_TERMS}
         weights.update(clustering, w_labelled=self.w_labelled)
+        weights = {name: w for name, w in weights.items() if w is not None}  # unset: by rule
         if not all(math.isfinite(w) and w >= 0 for w in weights.values()):
             raise GMVAEError(f"{', '.join(weights)} must be finite and at least 0")
         if not self.elbo_to_clusters and not any(clustering.values()):
@@ -173,13 +182,18 @@ class ObjectiveConfig:
         if not all(math.isfinite(t) and t > 0 for t in (self.tau_start, self.tau_min)):
             raise GMVAEError("tau_start and tau_min must be positive")
 
-    def for_inputs(self, images: bool) -> ObjectiveConfig:
-        """These settings for images or tables: an unset adversarial_radius set by the rule
-        (ADVERSARIAL_RADIUS); no consistency term for tables (there is no image to move)."""
+    def for_inputs(self, images: bool, labelled: bool = False) -> ObjectiveConfig:
+        """These settings for images or tables, with or without labels: an unset
+        adversarial_radius set by the rule (ADVERSARIAL_RADIUS); an unset consistency weight
+        SEMI_SUPERVISED_CONSISTENCY for `labelled` images, else 0; no consistency term for
+        tables (there is no image to move)."""
         radius = self.adversarial_radius
         if radius is None:
             radius = ADVERSARIAL_RADIUS["images" if images else "tables"]
-        consistency = self.w_consistency if images else 0.0
+        consistency = self.w_consistency
+        if consistency is None:
+            consistency = SEMI_SUPERVISED_CONSISTENCY if labelled else 0.0
+        consistency = consistency if images else 0.0
         return replace(self, adversarial_radius=radius, w_consistency=consistency)
 
     def temperature(self, epoch: int) -> float:
@@ -368,7 +382,7 @@ class Objective(nn.Module):
         super().__init__()
         config.validate()
         images = network.config.image_shape is not None
-        if not images and config.w_consistency > 0:
+        if not images and (config.w_consistency or 0.0) > 0:
             raise GMVAEError("the consistency term moves images; tables have none to move")
         self.network = network
         self.config = config.for_inputs(images)
