@@ -23,8 +23,8 @@ from gmvae.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 BEFORE = "9c2722f"
-MNIST = ["--train-subset", "1000", "--test-subset", "300", "--monitor-size", "300"]
-DIGITS = ["--data", "digits"]
+MNIST = ["--train-subset", "500", "--test-subset", "200", "--monitor-size", "200"]
+DIGITS = ["--data", "digits", "--train-subset", "600", "--test-subset", "200"]
 SCENARIOS = {
     "default-mnist": [*MNIST, "--epochs", "2"],
     "reference-digits": [*DIGITS, "--preset", "reference", "--epochs", "2"],
@@ -33,7 +33,7 @@ SCENARIOS = {
         *MNIST,
         *("--epochs", "3", "--labels-per-class", "5", "--w-consistency", "0"),
     ],
-    "pretrain-digits": [*DIGITS, "--pretrain-epochs", "2", "--epochs", "2"],
+    "pretrain-digits": [*DIGITS, "--pretrain-epochs", "1", "--epochs", "2"],
     "restarts-digits": [*DIGITS, "--restarts", "2", "--restart-epochs", "1", "--epochs", "2"],
     # Every other term and schedule: consistency, neighbours (warm-up), KL warm-up, confidence,
     # hard Gumbel samples, on the reference preset.

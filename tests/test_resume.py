@@ -15,7 +15,7 @@ import pytest
 # Semi-supervised, so that resuming must also find the run's labelled draw (labelled.csv); the
 # unsupervised command line resumes in tests/test_distributed.py.
 ARGS = [
-    "--train-subset", "3000", "--test-subset", "300", "--monitor-size", "300",
+    "--train-subset", "1500", "--test-subset", "300", "--monitor-size", "300",
     "--epochs", "4", "--batch-size", "32", "--hidden-dim", "256",
     "--labels-per-class", "3", "--labelled-batch-size", "8",
 ]  # fmt: skip
