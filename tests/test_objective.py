@@ -10,6 +10,7 @@ from gmvae.data.neighbours import NeighbourSearch
 from gmvae.errors import GMVAEError
 from gmvae.model.network import GMVAENet, ModelConfig
 from gmvae.train.objective import (
+    PSEUDO_LABEL_THRESHOLD,
     REGULARISERS,
     SEMI_SUPERVISED_CONSISTENCY,
     Objective,
@@ -100,6 +101,22 @@ def test_adversarial_step_changes_q_y_more_than_a_random_step_of_the_same_length
     assert adversarial > 2 * random_change.mean()
 
 
+@pytest.mark.parametrize("top_logit", [1.0, 10.0])
+def test_pseudo_labels_fit_only_confident_rows_to_their_argmax(top_logit):
+    """q(y|x) made the same for every input: the strongly changed copy's cross-entropy at the
+    argmax is -log q(y=0), counted only when q(y=0) reaches the threshold."""
+    x = torch.rand(6, 16)
+    objective = objective_for(x, w_pseudo_labels=1.0)
+    last = objective.network.y_encoder[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([top_logit, 0.0, 0.0]))
+    log_q = last.bias.detach().log_softmax(-1)
+    confident = log_q[0].exp() >= PSEUDO_LABEL_THRESHOLD
+    expected = -log_q[0] * len(x) if confident else torch.tensor(0.0)
+    torch.testing.assert_close(step(objective, x).sums["pseudo_labels"], expected)
+
+
 def test_without_elbo_to_clusters_only_the_clustering_terms_train_q_y():
     x = torch.rand(8, 16)
     objective = objective_for(x, elbo_to_clusters=False, w_confidence=0.0, w_balance=1.0)
@@ -164,6 +181,19 @@ def test_unset_consistency_is_on_for_labelled_images_only_and_a_set_weight_is_ke
     assert chosen.for_inputs(images=False).w_consistency == 0.0
     with pytest.raises(GMVAEError):
         ObjectiveConfig(w_consistency=-1.0).validate()
+
+
+def test_tables_refuse_the_terms_that_move_images():
+    assert ObjectiveConfig(w_pseudo_labels=1.0).for_inputs(images=False).w_pseudo_labels == 0.0
+    torch.manual_seed(0)
+    table = GMVAENet(
+        ModelConfig(
+            x_dim=4, image_shape=None, n_clusters=2, z_dim=2, hidden_dim=8, likelihood="gaussian"
+        )
+    )
+    for term in ("w_consistency", "w_pseudo_labels"):
+        with pytest.raises(GMVAEError, match="tables have none to move"):
+            Objective(table, ObjectiveConfig(**{term: 1.0}))
 
 
 def test_temperature_follows_the_reference_schedule():
