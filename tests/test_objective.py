@@ -57,7 +57,8 @@ def test_every_term_is_recorded_finite_and_the_total_backpropagates_to_every_par
 def test_the_recorded_loss_is_the_optimised_total_of_every_weighted_term():
     """With no warm-up, loss = mean(w_rec rec + w_gauss gauss + w_cat cat) + sum of w * term."""
     x = torch.rand(12, 16)
-    weights = {"w_rec": 2.0, "w_gauss": 0.5, "w_cat": 3.0, **EVERY_TERM, "neighbour_warmup": 0}
+    weights = {"w_rec": 2.0, "w_gauss": 0.5, "w_cat": 3.0, **EVERY_TERM, "neighbour_warmup": 0,
+               "label_warmup": 0}  # fmt: skip
     out = step(objective_for(x, **weights), x)
     means = {name: float(value) / len(x) for name, value in out.sums.items()}
     loss = float(out.loss.detach())
@@ -74,6 +75,25 @@ def test_warm_ups_scale_their_terms_and_are_reported_by_the_schedule():
     # At step 0 every warmed-up weight is 0: only the reconstruction is optimised.
     out = step(objective, x, done=0)
     assert float(out.loss.detach()) == pytest.approx(float(out.sums["rec"]) / len(x), rel=1e-6)
+
+
+def test_pseudo_labels_wait_for_the_label_warm_up():
+    x = torch.rand(12, 16)
+    objective = objective_for(x, w_pseudo_labels=1.0, label_warmup=1)
+    last = objective.network.y_encoder[-1]
+    with torch.no_grad():  # every row confident in cluster 0 (q = 0.987), so the term is on
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([5.0, 0.0, 0.0]))
+    rows = torch.arange(len(x))
+    inputs = StepInputs(x=x, rows=rows, mine=rows, labels=None, world_size=1)
+    for epoch, weight in ((0, 0.0), (1, 1.0)):
+        torch.manual_seed(0)
+        out = objective(inputs, Progress(epoch=epoch, done=1, steps_per_epoch=10))
+        sums = {name: float(value) / len(x) for name, value in out.sums.items()}
+        assert sums["pseudo_labels"] > 0
+        without = sums["rec"] + sums["gauss"] + sums["cat"]
+        expected = without + weight * sums["pseudo_labels"]
+        assert float(out.loss.detach()) == pytest.approx(expected, rel=1e-5)
 
 
 def test_neighbour_term_is_minus_log_probability_that_both_fall_in_one_cluster():

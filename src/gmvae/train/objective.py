@@ -384,6 +384,12 @@ def _balance(objective: Objective, inputs: StepInputs, out: NetworkOutput) -> to
     return usage_shortfall(out.logits, target)
 
 
+def _after_label_warmup(config: ObjectiveConfig, progress: Progress) -> float:
+    # Pseudo-labels fix q(y|x)'s confident choices in place: before the labels join (and, without
+    # labels, in the same first epochs) there are no clusters yet worth fixing.
+    return float(config.uses_labels(progress.epoch))
+
+
 def _neighbour_warmup(config: ObjectiveConfig, progress: Progress) -> float:
     # At full weight from the first step, the neighbour term can pull every row into one cluster.
     return min(1.0, progress.done / max(config.neighbour_warmup, 1))
@@ -396,7 +402,9 @@ CLUSTERING_TERMS = (
     Regulariser("adversarial", "w_adversarial", _adversarial_change),
     Regulariser("confidence", "w_confidence", _entropy),
     Regulariser("balance", "w_balance", _balance, per_row=False),
-    Regulariser("pseudo_labels", "w_pseudo_labels", _pseudo_label_misfit),
+    Regulariser(
+        "pseudo_labels", "w_pseudo_labels", _pseudo_label_misfit, schedule=_after_label_warmup
+    ),
 )
 # In the order they are computed and added. The order of the computations fixes the order in
 # which autograd sums their gradients into q(y|x)'s logits, so it is kept as it always was:
