@@ -27,14 +27,3 @@ def test_consistency_term_is_zero_for_an_unmoved_copy_and_positive_otherwise():
     assert same.abs().max() < 1e-6
     other = change_of_clusters(model, target, torch.rand(5, 64))
     assert (other >= 0).all() and other.sum() > 0
-
-
-def test_cut_out_zeroes_a_square_of_half_the_side_clipped_at_the_image_edge():
-    x = torch.ones(3, 64)
-    corners = torch.tensor([[2, 3], [-2, -2], [6, 7]])  # inside, over the top-left, bottom-right
-    zeroed = (augment.cut_out(x, (8, 8), corners) == 0).view(3, 8, 8)
-    assert zeroed.sum((1, 2)).tolist() == [16, 4, 2]
-    assert zeroed[0, 2:6, 3:7].all() and zeroed[1, :2, :2].all() and zeroed[2, 6:, 7:].all()
-    torch.manual_seed(0)
-    drawn = augment.random_cut_out_corners(500, (8, 8), torch.device("cpu"))
-    assert drawn.min() == -2 and drawn.max() == 5  # the square always keeps a pixel inside

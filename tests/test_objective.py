@@ -10,7 +10,6 @@ from gmvae.data.neighbours import NeighbourSearch
 from gmvae.errors import GMVAEError
 from gmvae.model.network import GMVAENet, ModelConfig
 from gmvae.train.objective import (
-    PSEUDO_LABEL_THRESHOLD,
     REGULARISERS,
     SEMI_SUPERVISED_CONSISTENCY,
     Objective,
@@ -57,8 +56,7 @@ def test_every_term_is_recorded_finite_and_the_total_backpropagates_to_every_par
 def test_the_recorded_loss_is_the_optimised_total_of_every_weighted_term():
     """With no warm-up, loss = mean(w_rec rec + w_gauss gauss + w_cat cat) + sum of w * term."""
     x = torch.rand(12, 16)
-    weights = {"w_rec": 2.0, "w_gauss": 0.5, "w_cat": 3.0, **EVERY_TERM, "neighbour_warmup": 0,
-               "label_warmup": 0}  # fmt: skip
+    weights = {"w_rec": 2.0, "w_gauss": 0.5, "w_cat": 3.0, **EVERY_TERM, "neighbour_warmup": 0}
     out = step(objective_for(x, **weights), x)
     means = {name: float(value) / len(x) for name, value in out.sums.items()}
     loss = float(out.loss.detach())
@@ -75,25 +73,6 @@ def test_warm_ups_scale_their_terms_and_are_reported_by_the_schedule():
     # At step 0 every warmed-up weight is 0: only the reconstruction is optimised.
     out = step(objective, x, done=0)
     assert float(out.loss.detach()) == pytest.approx(float(out.sums["rec"]) / len(x), rel=1e-6)
-
-
-def test_pseudo_labels_wait_for_the_label_warm_up():
-    x = torch.rand(12, 16)
-    objective = objective_for(x, w_pseudo_labels=1.0, label_warmup=1)
-    last = objective.network.y_encoder[-1]
-    with torch.no_grad():  # every row confident in cluster 0 (q = 0.987), so the term is on
-        last.weight.zero_()
-        last.bias.copy_(torch.tensor([5.0, 0.0, 0.0]))
-    rows = torch.arange(len(x))
-    inputs = StepInputs(x=x, rows=rows, mine=rows, labels=None, world_size=1)
-    for epoch, weight in ((0, 0.0), (1, 1.0)):
-        torch.manual_seed(0)
-        out = objective(inputs, Progress(epoch=epoch, done=1, steps_per_epoch=10))
-        sums = {name: float(value) / len(x) for name, value in out.sums.items()}
-        assert sums["pseudo_labels"] > 0
-        without = sums["rec"] + sums["gauss"] + sums["cat"]
-        expected = without + weight * sums["pseudo_labels"]
-        assert float(out.loss.detach()) == pytest.approx(expected, rel=1e-5)
 
 
 def test_neighbour_term_is_minus_log_probability_that_both_fall_in_one_cluster():
@@ -119,22 +98,6 @@ def test_adversarial_step_changes_q_y_more_than_a_random_step_of_the_same_length
     moved = net.cluster_logits(x + random_step).log_softmax(-1)
     random_change = (target.exp() * (target - moved)).sum(-1)
     assert adversarial > 2 * random_change.mean()
-
-
-@pytest.mark.parametrize("top_logit", [1.0, 10.0])
-def test_pseudo_labels_fit_only_confident_rows_to_their_argmax(top_logit):
-    """q(y|x) made the same for every input: the strongly changed copy's cross-entropy at the
-    argmax is -log q(y=0), counted only when q(y=0) reaches the threshold."""
-    x = torch.rand(6, 16)
-    objective = objective_for(x, w_pseudo_labels=1.0)
-    last = objective.network.y_encoder[-1]
-    with torch.no_grad():
-        last.weight.zero_()
-        last.bias.copy_(torch.tensor([top_logit, 0.0, 0.0]))
-    log_q = last.bias.detach().log_softmax(-1)
-    confident = log_q[0].exp() >= PSEUDO_LABEL_THRESHOLD
-    expected = -log_q[0] * len(x) if confident else torch.tensor(0.0)
-    torch.testing.assert_close(step(objective, x).sums["pseudo_labels"], expected)
 
 
 def test_without_elbo_to_clusters_only_the_clustering_terms_train_q_y():
@@ -201,19 +164,6 @@ def test_unset_consistency_is_on_for_labelled_images_only_and_a_set_weight_is_ke
     assert chosen.for_inputs(images=False).w_consistency == 0.0
     with pytest.raises(GMVAEError):
         ObjectiveConfig(w_consistency=-1.0).validate()
-
-
-def test_tables_refuse_the_terms_that_move_images():
-    assert ObjectiveConfig(w_pseudo_labels=1.0).for_inputs(images=False).w_pseudo_labels == 0.0
-    torch.manual_seed(0)
-    table = GMVAENet(
-        ModelConfig(
-            x_dim=4, image_shape=None, n_clusters=2, z_dim=2, hidden_dim=8, likelihood="gaussian"
-        )
-    )
-    for term in ("w_consistency", "w_pseudo_labels"):
-        with pytest.raises(GMVAEError, match="tables have none to move"):
-            Objective(table, ObjectiveConfig(**{term: 1.0}))
 
 
 def test_temperature_follows_the_reference_schedule():

@@ -8,13 +8,13 @@ ELBO term: w_rec * rec + kl(step) * (w_gauss * gauss + w_cat * cat), per example
   Gumbel-Softmax sample (a labelled row takes its class), p(y) uniform or learned
   (ModelConfig.proportions) and kl(step) the KL warm-up.
 Regularisers (REGULARISERS, each declared once with its weight and schedule): consistency,
-  neighbour, adversarial, confidence, balance and pseudo-labels train q(y|x) to cluster;
-  labelled fits it to the known classes in semi-supervised runs.
+  neighbour, adversarial, confidence and balance train q(y|x) to cluster; labelled fits it to
+  the known classes in semi-supervised runs.
 
 `Objective` is an nn.Module around the network so that DistributedDataParallel can wrap it:
-every forward pass of a step (the extra ones of the consistency, neighbour, adversarial and
-pseudo-label terms too) then runs inside DDP's forward. Shapes: B rows of this process, K
-clusters, D features.
+every forward pass of a step (the extra ones of the consistency, neighbour and adversarial
+terms too) then runs inside DDP's forward. Shapes: B rows of this process, K clusters, D
+features.
 """
 
 from __future__ import annotations
@@ -58,9 +58,6 @@ ADVERSARIAL_RADIUS = {"images": 0.25, "tables": 0.05}
 # benchmarks/results/semi-supervised/). Without labels it bought no clear gain on MNIST
 # (benchmarks/results/clustering/) and costs a forward pass per step, so it stays off there.
 SEMI_SUPERVISED_CONSISTENCY = 5.0
-# FixMatch's confidence: only predictions at least this sure become targets for the strongly
-# changed copy.
-PSEUDO_LABEL_THRESHOLD = 0.95
 
 
 @dataclass
@@ -100,14 +97,6 @@ class ObjectiveConfig:
             "help": "weight of KL(q(y|x) || q(y|T(x))) for a small random affine T (unset: "
             f"{SEMI_SUPERVISED_CONSISTENCY:g} for images in semi-supervised runs, else 0; "
             "always 0 for tables)"
-        },
-    )
-    w_pseudo_labels: float = field(
-        default=0.0,
-        metadata={
-            "help": "weight of -log q(y = argmax q(y|x) | S(x)) for S a strong random change "
-            "(two affine moves and a cut-out square), on the rows where max q(y|x) >= "
-            f"{PSEUDO_LABEL_THRESHOLD:g} (FixMatch; images only)"
         },
     )
     w_neighbours: float = field(
@@ -196,8 +185,8 @@ class ObjectiveConfig:
     def for_inputs(self, images: bool, labelled: bool = False) -> ObjectiveConfig:
         """These settings for images or tables, with or without labels: an unset
         adversarial_radius set by the rule (ADVERSARIAL_RADIUS); an unset consistency weight
-        SEMI_SUPERVISED_CONSISTENCY for `labelled` images, else 0; no consistency or
-        pseudo-label term for tables (there is no image to move)."""
+        SEMI_SUPERVISED_CONSISTENCY for `labelled` images, else 0; no consistency term for
+        tables (there is no image to move)."""
         radius = self.adversarial_radius
         if radius is None:
             radius = ADVERSARIAL_RADIUS["images" if images else "tables"]
@@ -205,13 +194,7 @@ class ObjectiveConfig:
         if consistency is None:
             consistency = SEMI_SUPERVISED_CONSISTENCY if labelled else 0.0
         consistency = consistency if images else 0.0
-        pseudo_labels = self.w_pseudo_labels if images else 0.0
-        return replace(
-            self,
-            adversarial_radius=radius,
-            w_consistency=consistency,
-            w_pseudo_labels=pseudo_labels,
-        )
+        return replace(self, adversarial_radius=radius, w_consistency=consistency)
 
     def temperature(self, epoch: int) -> float:
         """The reference schedule: tau = max(tau_start * exp(-tau_decay * epoch), tau_min)."""
@@ -294,29 +277,6 @@ def _moved_copy_change(
     return change_of_clusters(net, F.log_softmax(out.logits.detach(), -1), moved)
 
 
-def _strongly_changed(objective: Objective, inputs: StepInputs) -> torch.Tensor:
-    """This process's images (B, D) moved by two random affine transforms, then with a
-    cut-out square: a change strong enough that agreeing across it has to be learned."""
-    shape, n, device = objective.network.config.image_shape, len(inputs.rows), inputs.x.device
-    changed = inputs.x
-    for _ in range(2):
-        params = augment.random_affine_params(n, device)[inputs.mine]
-        changed = augment.transform(changed, shape, params)
-    corners = augment.random_cut_out_corners(n, shape, device)[inputs.mine]
-    return augment.cut_out(changed, shape, corners)
-
-
-def _pseudo_label_misfit(
-    objective: Objective, inputs: StepInputs, out: NetworkOutput
-) -> torch.Tensor:
-    """-log q(y = argmax q(y|x) | S(x)) per row for S a strong random change, the argmax held
-    fixed; 0 on the rows where max q(y|x) < PSEUDO_LABEL_THRESHOLD (FixMatch)."""
-    confidence, target = out.logits.detach().softmax(-1).max(-1)
-    logits = objective.network.cluster_logits(_strongly_changed(objective, inputs))
-    misfit = F.cross_entropy(logits, target, reduction="none")
-    return torch.where(confidence >= PSEUDO_LABEL_THRESHOLD, misfit, torch.zeros_like(misfit))
-
-
 def _neighbour_disagreement(
     objective: Objective, inputs: StepInputs, out: NetworkOutput
 ) -> torch.Tensor:
@@ -384,12 +344,6 @@ def _balance(objective: Objective, inputs: StepInputs, out: NetworkOutput) -> to
     return usage_shortfall(out.logits, target)
 
 
-def _after_label_warmup(config: ObjectiveConfig, progress: Progress) -> float:
-    # Pseudo-labels fix q(y|x)'s confident choices in place: before the labels join (and, without
-    # labels, in the same first epochs) there are no clusters yet worth fixing.
-    return float(config.uses_labels(progress.epoch))
-
-
 def _neighbour_warmup(config: ObjectiveConfig, progress: Progress) -> float:
     # At full weight from the first step, the neighbour term can pull every row into one cluster.
     return min(1.0, progress.done / max(config.neighbour_warmup, 1))
@@ -402,9 +356,6 @@ CLUSTERING_TERMS = (
     Regulariser("adversarial", "w_adversarial", _adversarial_change),
     Regulariser("confidence", "w_confidence", _entropy),
     Regulariser("balance", "w_balance", _balance, per_row=False),
-    Regulariser(
-        "pseudo_labels", "w_pseudo_labels", _pseudo_label_misfit, schedule=_after_label_warmup
-    ),
 )
 # In the order they are computed and added. The order of the computations fixes the order in
 # which autograd sums their gradients into q(y|x)'s logits, so it is kept as it always was:
@@ -431,10 +382,8 @@ class Objective(nn.Module):
         super().__init__()
         config.validate()
         images = network.config.image_shape is not None
-        if not images and max(config.w_consistency or 0.0, config.w_pseudo_labels) > 0:
-            raise GMVAEError(
-                "the consistency and pseudo-label terms move images; tables have none to move"
-            )
+        if not images and (config.w_consistency or 0.0) > 0:
+            raise GMVAEError("the consistency term moves images; tables have none to move")
         self.network = network
         self.config = config.for_inputs(images)
         self.source: BatchSource | None = None
