@@ -18,6 +18,20 @@ def command_line(module: str) -> str:
     return " ".join(["python -m", module, *sys.argv[1:]])
 
 
+def cpu_model() -> str:
+    """The CPU's model name where Linux reports it, else the architecture. Recorded because the
+    same seed and code can cluster differently on another CPU (its rounding differs: see
+    benchmarks/results/semi-supervised/, the rerun on an AMD EPYC)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def benchmark_record(command: str) -> dict:
     """run.json: the command, the commit and the machine."""
     return {
@@ -25,6 +39,7 @@ def benchmark_record(command: str) -> dict:
         "commit": git_commit(),
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "date": time.strftime("%Y-%m-%d"),
