@@ -180,7 +180,9 @@ def reference_loop(x_train, x_test, y_test) -> Callable[[], dict]:
         predicted = []
         with torch.no_grad():
             for images, _ in test_loader:
-                predicted.append(model.cluster_logits(images.view(len(images), -1)).argmax(-1))
+                predicted.append(
+                    model.cluster_probabilities(images.view(len(images), -1)).argmax(-1)
+                )
         acc = clustering_scores(y_test, torch.cat(predicted).numpy(), 10)["acc"]
         epochs_done += 1
         return {"train_seconds": train_seconds, "seconds": time.perf_counter() - start,

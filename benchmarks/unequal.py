@@ -8,7 +8,9 @@ the same draw, and the proportions p(y) it learned set beside the true ones.
 
 Writes OUT/mnist-unequal.npz (the draw; deleted at the end), the clustering benchmark's files
 and OUT/proportions.csv: per seed, ACC and the largest gap between a class's share and the p(y)
-of the cluster matched to it (Hungarian matching of the contingency table, labels only score).
+of the cluster matched to it (p(y) summed over the cluster's components), and between the share and
+the cluster's share of the images (Hungarian matching of the contingency table; labels only
+score).
 """
 
 from __future__ import annotations
@@ -59,14 +61,18 @@ def main() -> None:
     for seed in parse_int_range(args.seeds, "--seeds"):
         results = json.loads((args.out / f"seed-{seed}" / "results.json").read_text())
         match = {int(c): int(label) for c, label in results["cluster_to_label"].items()}
-        learned = np.zeros(10)
+        table = np.asarray(results["contingency"])  # [cluster][label] counts
+        learned, sizes = np.zeros(10), np.zeros(10)
         for cluster, label in match.items():
             learned[label] = results["proportions"][cluster]
+            sizes[label] = table[cluster].sum() / table.sum()
         rows.append({
             "seed": seed,
             "acc": results["test"]["acc"],
             "largest_proportion_gap": float(np.abs(learned - shares).max() * 100),
+            "largest_size_gap": float(np.abs(sizes - shares).max() * 100),
             "learned": " ".join(f"{p:.3f}" for p in learned),
+            "sizes": " ".join(f"{p:.3f}" for p in sizes),
             "true": " ".join(f"{p:.3f}" for p in shares),
         })  # fmt: skip
     write_csv(args.out / "proportions.csv", rows)

@@ -22,7 +22,7 @@ def test_consistency_term_is_zero_for_an_unmoved_copy_and_positive_otherwise():
                          likelihood="bernoulli")  # fmt: skip
     model = GMVAENet(config)
     x = torch.rand(5, 64)
-    target = model.cluster_logits(x).log_softmax(-1).detach()
+    target = model.component_logits(x).log_softmax(-1).detach()
     same = change_of_clusters(model, target, x)
     assert same.abs().max() < 1e-6
     other = change_of_clusters(model, target, torch.rand(5, 64))

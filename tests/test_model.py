@@ -74,8 +74,8 @@ def test_elbo_weights_each_one_hot_cluster_by_q_y_given_x():
     model = small_model().eval()
     x = torch.rand(5, 16)
     with torch.no_grad():
-        q = model.cluster_logits(x).softmax(-1)
-        expected = -categorical_kl_uniform(model.cluster_logits(x))
+        q = model.component_logits(x).softmax(-1)
+        expected = -categorical_kl_uniform(model.component_logits(x))
         for k in range(3):
             y = torch.nn.functional.one_hot(torch.full((5,), k), 3).float()
             mean, var = model.encode_z(x, y)

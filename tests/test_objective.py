@@ -80,8 +80,8 @@ def test_neighbour_term_is_minus_log_probability_that_both_fall_in_one_cluster()
     objective = objective_for(x, w_neighbours=1.0, n_neighbours=1, neighbour_warmup=0)
     out = step(objective, x)
     net = objective.network
-    q = net.cluster_logits(x).softmax(-1)
-    q_neighbour = net.cluster_logits(x[objective.neighbours[:, 0]]).softmax(-1)
+    q = net.component_logits(x).softmax(-1)
+    q_neighbour = net.component_logits(x[objective.neighbours[:, 0]]).softmax(-1)
     expected = -(q * q_neighbour).sum(-1).log().sum()
     torch.testing.assert_close(out.sums["neighbour"], expected)
 
@@ -94,8 +94,8 @@ def test_adversarial_step_changes_q_y_more_than_a_random_step_of_the_same_length
     net = objective.network
     random_step = torch.randn(64, 16)
     random_step = random_step * (0.5 / random_step.norm(dim=1))[:, None]
-    target = net.cluster_logits(x).log_softmax(-1)
-    moved = net.cluster_logits(x + random_step).log_softmax(-1)
+    target = net.component_logits(x).log_softmax(-1)
+    moved = net.component_logits(x + random_step).log_softmax(-1)
     random_change = (target.exp() * (target - moved)).sum(-1)
     assert adversarial > 2 * random_change.mean()
 
@@ -134,7 +134,7 @@ def test_with_learned_proportions_cat_is_kl_to_them_and_only_they_learn_from_it(
     with torch.no_grad():
         net.proportion_logits.copy_(torch.tensor([0.6, 0.3, 0.1]).log())
     out = step(objective, x)
-    log_q = net.cluster_logits(x).log_softmax(-1)
+    log_q = net.component_logits(x).log_softmax(-1)
     expected = (log_q.exp() * (log_q - torch.tensor([0.6, 0.3, 0.1]).log())).sum(-1)
     assert torch.allclose(out.sums["cat"], expected.sum(), atol=1e-4)
     objective.config.w_balance = 0.0  # the ELBO alone: p(y) learns, q(y|x) does not
@@ -181,9 +181,9 @@ def test_labelled_rows_take_their_class_as_y_and_only_they_add_a_cross_entropy()
     torch.manual_seed(1)
     out = step(objective, x, labels)
     known = labels >= 0
-    nll = torch.nn.functional.cross_entropy(net.cluster_logits(x)[known], labels[known])
+    nll = torch.nn.functional.cross_entropy(net.component_logits(x)[known], labels[known])
     torch.testing.assert_close(out.sums["labelled"] / len(x), nll)  # the labelled rows' mean
-    log_q = net.cluster_logits(x).log_softmax(-1)
+    log_q = net.component_logits(x).log_softmax(-1)
     cat = (log_q.exp() * log_q).sum(-1) + math.log(3)
     expected = 2 * math.log(3) + cat[~known].sum()  # a labelled row's y is one-hot
     torch.testing.assert_close(out.sums["cat"], expected)

@@ -158,13 +158,13 @@ class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
 
     @property
     def weights_(self) -> np.ndarray:
-        """p(y), the clusters' proportions (n_clusters,): learned, or equal where the settings
-        hold them equal."""
+        """The clusters' proportions (n_clusters,): p(y), learned or equal where the settings
+        hold them equal, summed over each cluster's components."""
         check_is_fitted(self, "model_")
         return inference.proportions(self.model_)
 
     def predict_proba(self, X: object) -> np.ndarray:
-        """q(y|x): (n_samples, n_clusters)."""
+        """q(cluster|x), q(y|x) summed over each cluster's components: (n_samples, n_clusters)."""
         x = self._inputs(X)
         return inference.cluster_probabilities(self.model_, x)
 

@@ -37,17 +37,20 @@ def _batched(
 
 @torch.inference_mode()
 def proportions(model: GMVAENet) -> np.ndarray:
-    """p(y), the clusters' proportions: (K,), learned or equal."""
-    return model.log_proportions().exp().cpu().numpy()
+    """The clusters' proportions: p(y), learned or equal, summed over each cluster's
+    components: (K,)."""
+    weights = model.log_proportions().exp()
+    clusters = weights.new_zeros(model.config.n_clusters)
+    return clusters.index_add_(0, model.component_cluster, weights).cpu().numpy()
 
 
 def cluster_probabilities(model: GMVAENet, x: ArrayLike) -> np.ndarray:
-    """q(y|x): (N, D) -> (N, K)."""
-    return _batched(model, x, lambda b: model.cluster_logits(b).softmax(-1))
+    """q(cluster|x), q(y|x) summed over each cluster's components: (N, D) -> (N, K)."""
+    return _batched(model, x, model.cluster_probabilities)
 
 
 def latent_means(model: GMVAENet, x: ArrayLike) -> np.ndarray:
-    """E[z|x] under q(z|x, y = most probable cluster): (N, D) -> (N, Z)."""
+    """E[z|x] under q(z|x, y = most probable component): (N, D) -> (N, Z)."""
 
     def fn(b: torch.Tensor) -> torch.Tensor:
         return model.encode_z(b, _most_probable(model, b))[0]
@@ -66,9 +69,9 @@ def reconstruct(model: GMVAENet, x: ArrayLike) -> np.ndarray:
 
 
 def elbo(model: GMVAENet, x: ArrayLike, seed: int = 0) -> np.ndarray:
-    """Per-example ELBO in nats, (N, D) -> (N,). `seed` draws the (K, Z) noise behind the z
+    """Per-example ELBO in nats, (N, D) -> (N,). `seed` draws the (M, Z) noise behind the z
     samples, shared by all examples: the result does not depend on order or batching."""
-    shape = (model.config.n_clusters, model.config.z_dim)
+    shape = (model.config.n_components, model.config.z_dim)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     noise = noise.to(_device(model))
     return _batched(model, x, lambda b: model.elbo(b, noise))
@@ -76,31 +79,43 @@ def elbo(model: GMVAENet, x: ArrayLike, seed: int = 0) -> np.ndarray:
 
 @torch.inference_mode()
 def sample(model: GMVAENet, clusters: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Draw z ~ p(z|y=k) for each cluster index k in `clusters` (M,) and decode: -> (M, D) means."""
+    """For each cluster index k in `clusters` (S,): a component y of cluster k drawn by p(y),
+    z ~ p(z|y), decoded: -> (S, D) means."""
     model.eval()
     device = _device(model)
     generator = torch.Generator(device=device).manual_seed(seed)
-    y = F.one_hot(torch.as_tensor(clusters, device=device), model.config.n_clusters).float()
+    clusters = torch.as_tensor(clusters, device=device)
+    in_cluster = model.component_cluster[None, :] == clusters[:, None]  # (S, M)
+    weights = model.log_proportions().exp() * in_cluster
+    components = torch.multinomial(weights, 1, generator=generator)[:, 0]
+    y = F.one_hot(components, model.config.n_components).float()
     mean, var = model.prior(y)
     z = mean + var.sqrt() * torch.randn(mean.shape, generator=generator, device=device)
     return model.mean_image(model.decode(z)).cpu().numpy()
 
 
 def _most_probable(model: GMVAENet, x: torch.Tensor) -> torch.Tensor:
-    """One-hot of argmax q(y|x): (N, D) -> (N, K)."""
-    logits = model.cluster_logits(x)
+    """One-hot of argmax q(y|x): (N, D) -> (N, M)."""
+    logits = model.component_logits(x)
     return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(x.dtype)
 
 
 @torch.inference_mode()
 def interpolate(model: GMVAENet, pairs: list[tuple[int, int]], steps: int = 10) -> np.ndarray:
-    """For each (a, b): z moving in `steps` from the mean of p(z|y=a) to that of p(z|y=b),
-    decoded. -> (len(pairs), steps, D)."""
+    """For each pair of clusters (a, b): z moving in `steps` from the mean of p(z|y) for a's
+    most probable component to that for b's, decoded. -> (len(pairs), steps, D)."""
     model.eval()
     device = _device(model)
-    eye = torch.eye(model.config.n_clusters, device=device)
-    means = model.prior(eye)[0]  # (K, Z)
+    eye = torch.eye(model.config.n_components, device=device)
+    means = model.prior(eye)[0][_main_components(model)]  # (K, Z)
     t = torch.linspace(0, 1, steps, device=device)[:, None]
     walks = [(1 - t) * means[a] + t * means[b] for a, b in pairs]
     z = torch.cat(walks)
     return model.mean_image(model.decode(z)).view(len(pairs), steps, -1).cpu().numpy()
+
+
+def _main_components(model: GMVAENet) -> torch.Tensor:
+    """Each cluster's component of highest p(y) (the first of equals): (K,)."""
+    weights, cluster = model.log_proportions().exp(), model.component_cluster
+    mine = cluster[None, :] == torch.arange(model.config.n_clusters, device=cluster.device)[:, None]
+    return torch.where(mine, weights, -1.0).argmax(1)

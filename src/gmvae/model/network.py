@@ -1,6 +1,7 @@
 """The GMVAE network: q(y|x), q(z|x,y), p(z|y) and p(x|z), as in the reference project.
 
-Shapes: N examples, D = x_dim features, K = n_clusters, Z = z_dim.
+Shapes: N examples, D = x_dim features, K = n_clusters, M = n_components (the mixture's
+components, y's values: K, or more when over-clustering), Z = z_dim.
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ class ModelConfig:
     x_dim: int = 784
     image_shape: tuple[int, ...] | None = (28, 28)  # (H, W) or (C, H, W); None for tables
     n_clusters: int = field(default=10, metadata={"help": "number of clusters K"})
+    components_per_cluster: int = field(
+        default=1,
+        metadata={
+            "help": "mixture components per cluster: above 1, y takes K times as many values "
+            "and after every epoch the components that q(y|x) shares rows between are grouped "
+            "into the K clusters (train/merging.py), so a cluster can hold a class of any size "
+            "and several styles; 0: 2 for images without labels, 1 otherwise"
+        },
+    )
     z_dim: int = field(default=64, metadata={"help": "size of the Gaussian latent z"})
     hidden_dim: int = field(default=512, metadata={"help": "width of every hidden layer"})
     y_hidden_dim: int = field(
@@ -83,10 +93,14 @@ class ModelConfig:
         return asdict(self)
 
     def resolve(
-        self, x_dim: int, image_shape: tuple[int, ...] | None, unit_range: bool
+        self,
+        x_dim: int,
+        image_shape: tuple[int, ...] | None,
+        unit_range: bool,
+        labelled: bool = False,
     ) -> ModelConfig:
         """This config fitted to data: its size and shape, and "auto" choices made.
-        `unit_range`: every value lies in [0, 1]."""
+        `unit_range`: every value lies in [0, 1]; `labelled`: training uses labels."""
         likelihood = self.likelihood
         if likelihood == "auto":
             likelihood = "bernoulli" if unit_range else "gaussian"
@@ -98,13 +112,25 @@ class ModelConfig:
             # (median test ACC 88.1 against 98.4, seeds 0-2) at about twice the time an epoch
             # on the CPU (benchmarks/results/clustering/mnist-default-conv/).
             architecture = "mlp"
+        components = self.components_per_cluster
+        if components == 0:
+            # Over-clustering put MNIST's classes, spread 4:1 in size, back together where one
+            # component per cluster split the largest (benchmarks/results/unequal/). Labels name
+            # clusters one to one with classes, and a table starts from a mixture of K.
+            components = 2 if image_shape is not None and not labelled else 1
         return replace(
             self,
             x_dim=x_dim,
             image_shape=image_shape,
             likelihood=likelihood,
             architecture=architecture,
+            components_per_cluster=components,
         )
+
+    @property
+    def n_components(self) -> int:
+        """M, the number of values of y (the mixture's components)."""
+        return self.n_clusters * self.components_per_cluster
 
     def validate(self) -> None:
         if self.likelihood not in LIKELIHOODS:
@@ -117,7 +143,8 @@ class ModelConfig:
             raise GMVAEError("the conv architecture needs images; use mlp for tables")
         if self.y_hidden_dim < 0:
             raise GMVAEError("y_hidden_dim must be at least 0")
-        sizes = {k: getattr(self, k) for k in ("x_dim", "n_clusters", "z_dim", "hidden_dim")}
+        names = ("x_dim", "n_clusters", "components_per_cluster", "z_dim", "hidden_dim")
+        sizes = {k: getattr(self, k) for k in names}
         if min(sizes.values()) < 1:
             raise GMVAEError(f"sizes must be at least 1: {sizes}")
         shape = self.image_shape
@@ -198,14 +225,14 @@ class ConvDecoder(nn.Module):
 def draw_noise(
     n: int, config: ModelConfig, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gumbel(0, 1) noise (n, K) for y and standard normal noise (n, Z) for z."""
-    uniform = torch.rand(n, config.n_clusters, device=device).clamp_(1e-10, 1 - 1e-7)
+    """Gumbel(0, 1) noise (n, M) for y and standard normal noise (n, Z) for z."""
+    uniform = torch.rand(n, config.n_components, device=device).clamp_(1e-10, 1 - 1e-7)
     return -(-uniform.log()).log(), torch.randn(n, config.z_dim, device=device)
 
 
 @dataclass
 class NetworkOutput:
-    """One pass of the network: logits (N, K) of q(y|x), the sample y (N, K), q(z|x,y)'s
+    """One pass of the network: logits (N, M) of q(y|x), the sample y (N, M), q(z|x,y)'s
     z_mean and z_var (N, Z) with the sample z (N, Z), p(z|y)'s prior_mean and prior_var
     (N, Z), and `decoded` (N, D): p(x|z)'s logits (bernoulli) or means (gaussian)."""
 
@@ -224,7 +251,7 @@ class GMVAENet(nn.Module):
         super().__init__()
         config.validate()
         self.config = config
-        d, h, k, z = config.x_dim, config.hidden_dim, config.n_clusters, config.z_dim
+        d, h, k, z = config.x_dim, config.hidden_dim, config.n_components, config.z_dim
         y_h, y_norm = config.y_hidden_dim or h, config.y_batch_norm
         if config.architecture == "mlp":
             self.y_encoder = mlp(d, y_h, y_h, k, batch_norm=y_norm)  # x -> logits
@@ -246,43 +273,53 @@ class GMVAENet(nn.Module):
         # p(y) = softmax(proportion_logits) when learned; uniform (no parameter) otherwise.
         learned = config.proportions == "learned"
         self.proportion_logits = nn.Parameter(torch.zeros(k)) if learned else None
+        # The cluster of each component (M,): set by train/merging.py when M > K.
+        cluster = torch.arange(k) // config.components_per_cluster
+        self.register_buffer("component_cluster", cluster)
 
-    def cluster_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, D) -> (N, K) logits of q(y|x)."""
+    def component_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) -> (N, M) logits of q(y|x)."""
         return self.y_encoder(x)
 
+    def cluster_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) -> (N, K): q(y|x) summed over each cluster's components."""
+        probabilities = self.component_logits(x).softmax(-1)
+        clusters = probabilities.new_zeros(len(x), self.config.n_clusters)
+        return clusters.index_add_(1, self.component_cluster, probabilities)
+
     def encode_z(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """q(z|x,y): x (N, D), y (N, K) one-hot or relaxed -> mean, variance (N, Z)."""
+        """q(z|x,y): x (N, D), y (N, M) one-hot or relaxed -> mean, variance (N, Z)."""
         features = self.z_encoder(torch.cat([self.z_trunk(x), y], dim=-1))
         return self.z_mean(features), F.softplus(self.z_var(features)) + MIN_VARIANCE
 
     def prior(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """p(z|y): y (N, K) -> mean, variance (N, Z)."""
+        """p(z|y): y (N, M) -> mean, variance (N, Z)."""
         return self.prior_mean(y), F.softplus(self.prior_var(y)) + MIN_VARIANCE
 
     def log_proportions(self) -> torch.Tensor:
-        """log p(y): (K,)."""
+        """log p(y): (M,)."""
         if self.proportion_logits is None:
-            k = self.config.n_clusters
+            k = self.config.n_components
             return torch.full((k,), -math.log(k), device=self.prior_mean.weight.device)
         return F.log_softmax(self.proportion_logits, -1)
 
     def cluster_kl(self, logits: torch.Tensor) -> torch.Tensor:
-        """KL(q(y|x) || p(y)) per row: logits (N, K) -> (N,)."""
+        """KL(q(y|x) || p(y)) per row: logits (N, M) -> (N,)."""
         if self.proportion_logits is None:
             return categorical_kl_uniform(logits)
         return categorical_kl(logits, self.log_proportions())
 
     def cluster_axes(self) -> list[tuple[nn.Parameter, int, int]]:
-        """Where the parameters are indexed by cluster: (parameter, dim, offset), the K clusters
-        at [offset, offset + K) along dim. Permuting all of them renames the clusters and
-        changes nothing else (every term is symmetric in y once p(y) is permuted too)."""
+        """Where the parameters are indexed by component: (parameter, dim, offset), the M
+        components at [offset, offset + M) along dim. Permuting all of them renames the
+        components and changes nothing else (every term is symmetric in y once p(y) is permuted
+        too). Only runs with labels rename, and they have one component per cluster."""
         logits = self.y_encoder[-1]  # the last Linear of q(y|x), in both architectures
         z_input = self.z_encoder[0][0]
         axes = [
             (logits.weight, 0, 0),
             (logits.bias, 0, 0),
-            (z_input.weight, 1, z_input.in_features - self.config.n_clusters),
+            (z_input.weight, 1, z_input.in_features - self.config.n_components),
             (self.prior_mean.weight, 1, 0),
             (self.prior_var.weight, 1, 0),
         ]
@@ -291,10 +328,10 @@ class GMVAENet(nn.Module):
         return axes
 
     def y_input_weight(self) -> torch.Tensor:
-        """The (H, K) weights through which y enters q(z|x,y) (a view: its first Linear's last
-        K input columns)."""
+        """The (H, M) weights through which y enters q(z|x,y) (a view: its first Linear's last
+        M input columns)."""
         z_input = self.z_encoder[0][0]
-        return z_input.weight[:, z_input.in_features - self.config.n_clusters :]
+        return z_input.weight[:, z_input.in_features - self.config.n_components :]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """p(x|z): (N, Z) -> (N, D) logits (bernoulli) or means (gaussian)."""
@@ -316,7 +353,7 @@ class GMVAENet(nn.Module):
         """Inference and generation for x (N, D): y drawn from q(y|x) by Gumbel-Softmax at
         `temperature` (straight-through one-hot when `hard`), z from q(z|x,y), x decoded.
 
-        noise: (gumbel (N, K), normal (N, Z)) to use instead of fresh draws; training passes
+        noise: (gumbel (N, M), normal (N, Z)) to use instead of fresh draws; training passes
         it so that a batch split across processes sees the noise it would see in one process.
         labels: (N,) class per row, -1 where unknown: a labelled row takes its class as y.
         detach_clusters: y carries no gradient to q(y|x) (the returned logits still do).
@@ -324,7 +361,7 @@ class GMVAENet(nn.Module):
         if noise is None:
             noise = draw_noise(len(x), self.config, x.device)
         gumbel, normal = noise
-        logits = self.cluster_logits(x)
+        logits = self.component_logits(x)
         sampled_logits = logits.detach() if detach_clusters else logits
         y = F.softmax((sampled_logits + gumbel) / temperature, dim=-1)
         if hard:  # straight-through: one-hot forward, the soft sample's gradient backward
@@ -340,14 +377,14 @@ class GMVAENet(nn.Module):
     def elbo(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The evidence lower bound per example, (N, D) -> (N,), exact in y.
 
-        Sums over the K one-hot values of y weighted by q(y|x) (no relaxation):
+        Sums over the M one-hot values of y weighted by q(y|x) (no relaxation):
         E_q(y|x)[E_q(z|x,y) log p(x|z) - KL(q(z|x,y) || p(z|y))] - KL(q(y|x) || p(y)). The
         Gaussian KL is exact; log p(x|z) takes one reparameterised z per cluster,
-        z = mean + sd * noise[y], with `noise` (K, Z) standard normal shared by every example,
+        z = mean + sd * noise[y], with `noise` (M, Z) standard normal shared by every example,
         so an example's ELBO does not depend on the batch it is in.
         """
-        n, k = x.shape[0], self.config.n_clusters
-        logits = self.cluster_logits(x)
+        n, k = x.shape[0], self.config.n_components
+        logits = self.component_logits(x)
         eye = torch.eye(k, device=x.device, dtype=x.dtype)
         # Every example paired with every cluster: row i*K + j is (x_i, y=j).
         x_k, y_k = x.repeat_interleave(k, dim=0), eye.repeat(n, 1)

@@ -82,7 +82,9 @@ def fit_to_data(
     config.train.validate()
     config.objective.validate()
     low, high = value_range(x)
-    model = config.model.resolve(x.shape[1], image_shape, unit_range=low >= 0 and high <= 1)
+    model = config.model.resolve(
+        x.shape[1], image_shape, unit_range=low >= 0 and high <= 1, labelled=labels is not None
+    )
     model.validate()
     objective = config.objective
     train = config.train

@@ -385,7 +385,7 @@ def train_and_report(
         "seconds_per_epoch": train_seconds / len(history),
         "epochs": len(history),
         "skipped_steps": trainer.skipped_steps,
-        "proportions": inference.proportions(model).tolist(),  # p(y), learned or equal
+        "proportions": inference.proportions(model).tolist(),  # p(y) summed per cluster
         "cluster_to_label": {str(c): label for c, label in sorted(match.items())},
         "contingency": None if table is None else table.tolist(),  # [cluster][label] counts
         "device": str(trainer.device),

@@ -69,7 +69,7 @@ class ClusterNaming:
         rows = self.neighbours
         with torch.no_grad():
             probabilities = torch.cat([
-                model.cluster_logits(source.read(chunk)).softmax(-1)
+                model.component_logits(source.read(chunk)).softmax(-1)
                 for chunk in rows.flatten().split(NAMING_CHUNK)
             ])  # fmt: skip
         model.train()

@@ -13,8 +13,8 @@ Regularisers (REGULARISERS, each declared once with its weight and schedule): co
 
 `Objective` is an nn.Module around the network so that DistributedDataParallel can wrap it:
 every forward pass of a step (the extra ones of the consistency, neighbour and adversarial
-terms too) then runs inside DDP's forward. Shapes: B rows of this process, K clusters, D
-features.
+terms too) then runs inside DDP's forward. Shapes: B rows of this process, M components (the
+values of y), D features.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ class ObjectiveConfig:
         default=0.0,
         metadata={
             "help": "weight of KL(batch mean of q(y|x) || p(y)): keeps every cluster in use, at "
-            "the learned proportions when they are learned (log K - H(mean) when uniform)"
+            "the learned proportions when they are learned (log M - H(mean) when uniform)"
         },
     )
     w_labelled: float = field(
@@ -240,7 +240,7 @@ class StepInputs:
 class ObjectiveOutput:
     """loss: this process's part of the optimised total (scalar). sums: every term summed over
     this process's B rows (a batch-level term: its value times B), "loss" included, for the
-    epoch's record. logits (B, K) of q(y|x)."""
+    epoch's record. logits (B, M) of q(y|x)."""
 
     loss: torch.Tensor
     sums: dict[str, torch.Tensor]
@@ -261,9 +261,9 @@ class Regulariser:
 
 
 def change_of_clusters(net: GMVAENet, target: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
-    """KL(q || q(y|moved)) per row (B,), for `target` = log q (B, K), held fixed, and moved
+    """KL(q || q(y|moved)) per row (B,), for `target` = log q (B, M), held fixed, and moved
     rows (B, D)."""
-    moved_log_q = F.log_softmax(net.cluster_logits(moved), -1)
+    moved_log_q = F.log_softmax(net.component_logits(moved), -1)
     return (target.exp() * (target - moved_log_q)).sum(-1)
 
 
@@ -286,7 +286,7 @@ def _neighbour_disagreement(
     pick = torch.randint(n, (len(inputs.rows),), device=inputs.x.device)[inputs.mine]
     neighbour = objective.source.read(objective.neighbours[inputs.rows[inputs.mine], pick])
     log_q = F.log_softmax(out.logits, -1)
-    log_q_neighbour = F.log_softmax(objective.network.cluster_logits(neighbour), -1)
+    log_q_neighbour = F.log_softmax(objective.network.component_logits(neighbour), -1)
     return -torch.logsumexp(log_q + log_q_neighbour, -1)
 
 
@@ -327,8 +327,8 @@ def _labelled_cross_entropy(
 
 def usage_shortfall(logits: torch.Tensor, log_target: torch.Tensor | None = None) -> torch.Tensor:
     """KL(u || target) for u the mean over the rows of q(y|x): 0 when the rows use the clusters
-    in the target's proportions. Without a target (uniform): log K - H(u), log K when they use
-    one cluster. logits (B, K), log_target (K,) -> scalar."""
+    in the target's proportions. Without a target (uniform): log M - H(u), log M when they use
+    one cluster. logits (B, M), log_target (M,) -> scalar."""
     usage = logits.softmax(-1).mean(0)
     log_usage = usage.clamp_min(1e-12).log()
     if log_target is None:
@@ -467,7 +467,7 @@ class Objective(nn.Module):
             # Held fixed for a learned p(y): the labelled rows added to every batch would pull
             # it towards the labelled classes' mix.
             labelled_cat = (
-                math.log(net.config.n_clusters)
+                math.log(net.config.n_components)
                 if net.proportion_logits is None
                 else -net.log_proportions().detach()[labels.clamp_min(0)]
             )

@@ -2,11 +2,12 @@
 on the inputs themselves.
 
 On codes (`pretrain`): the network first learns to reconstruct x through the mean of q(z|x,y)
-alone, with y left out; a K-component diagonal Gaussian mixture is fitted to those codes; the
-GMVAE then starts from it: p(z|y=k) is the mixture's k-th component, q(y|x) is taught the
-mixture's responsibilities, and q(z|x,y) gives the autoencoder's code whatever y is.
+alone, with y left out; an M-component diagonal Gaussian mixture (M: the model's components, K
+or more) is fitted to those codes; the GMVAE then starts from it: p(z|y=k) is the mixture's k-th
+component, q(y|x) is taught the mixture's responsibilities, and q(z|x,y) gives the
+autoencoder's code whatever y is.
 
-On the inputs (`start_from_inputs`, for tables): a K-component Gaussian mixture is fitted to
+On the inputs (`start_from_inputs`, for tables): an M-component Gaussian mixture is fitted to
 the standardised rows and q(y|x) is taught its responsibilities. On a table of a few measured
 features this is the model a user tries first, and the clusters it finds are the start. In a
 semi-supervised run the mixture is fitted with the labelled rows held in their class's component
@@ -34,12 +35,12 @@ from gmvae.train.mixtures import (
     responsibilities,
 )
 
-# The mixture is fitted on at most this many codes (a seeded draw): enough for K diagonal
+# The mixture is fitted on at most this many codes (a seeded draw): enough for M diagonal
 # Gaussians, and seconds instead of minutes on 60,000 MNIST images.
 MIXTURE_ROWS = 20_000
 CODE_CHUNK = 4096  # rows per forward pass when computing codes
 # The mixture on the inputs may have full covariances up to this many features (a table of
-# measured quantities, whose correlations differ by cluster); it is diagonal beyond (K D x D
+# measured quantities, whose correlations differ by cluster); it is diagonal beyond (M D x D
 # matrices would be slow and poorly estimated). Up to it, full and diagonal are both fitted and
 # the one with the lower BIC is kept: full matrices fitted to too few rows per cluster overfit
 # (a 1,000-row table of 50 features around 10 centres), and BIC charges for their parameters.
@@ -67,7 +68,7 @@ def pretrain(
     the last pretraining pass."""
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
-    k = model.config.n_clusters
+    k = model.config.n_components
     # Pretraining feeds y = 0, so the weights through which y enters q(z|x,y) get no gradient;
     # zeroed afterwards, they make the code the same for every y.
     no_y = torch.zeros(batch_size, k, device=device)
@@ -109,7 +110,7 @@ def start_from_inputs(
     seed: int,
     labels: torch.Tensor | None = None,
 ) -> float:
-    """Fit a K-component Gaussian mixture to (a seeded draw of at most MIXTURE_ROWS of) the
+    """Fit an M-component Gaussian mixture to (a seeded draw of at most MIXTURE_ROWS of) the
     n_rows inputs that `read(rows)` returns, and teach q(y|x) its responsibilities for at least
     TEACH_STEPS steps. With labels (N,) (-1 unknown), every labelled row is fitted too, component
     k is class k, and a labelled row is taught its class. Seeded. Returns the mixture's mean
@@ -126,7 +127,7 @@ def start_from_inputs(
         x = torch.cat([read(rows) for rows in fitted_rows.split(CODE_CHUNK)]).cpu().numpy()
     x = x.astype(np.float64)
     shapes = ("full", "diag") if x.shape[1] <= FULL_COVARIANCE_FEATURES else ("diag",)
-    k = model.config.n_clusters
+    k = model.config.n_components
     if known is None:
         fits = [fit_mixture(k, x, shape, seed, MIXTURE_INITS) for shape in shapes]
         mixture = min(fits, key=lambda fit: fit.bic(x))  # the first of equals: full
@@ -140,7 +141,7 @@ def start_from_inputs(
         log_likelihood = mixture.log_likelihood / len(x)
 
     def probabilities(rows: torch.Tensor) -> torch.Tensor:
-        """The mixture's responsibilities (B, K) for the rows (B,), a labelled row's its class."""
+        """The mixture's responsibilities (B, M) for the rows (B,), a labelled row's its class."""
         rows_x = read(rows).cpu().numpy().astype(np.float64)
         if known is None:
             return torch.as_tensor(mixture.predict_proba(rows_x))
@@ -167,14 +168,14 @@ def start_proportions(model: GMVAENet, mixture: GaussianMixture | LabelledMixtur
 
 
 def start_from_mixture(model: GMVAENet, codes: np.ndarray, seed: int) -> torch.Tensor:
-    """Fit a K-component diagonal Gaussian mixture to codes (N, Z) and set p(z|y=k) to its
+    """Fit an M-component diagonal Gaussian mixture to codes (N, Z) and set p(z|y=k) to its
     k-th component (y one-hot: p(z|y)'s layers' column k is the component, their bias 0).
-    Returns the mixture's responsibilities for every code, (N, K)."""
+    Returns the mixture's responsibilities for every code, (N, M)."""
     rng = np.random.default_rng(seed)
     fitted_on = codes[rng.permutation(len(codes))[:MIXTURE_ROWS]]
-    mixture = fit_mixture(model.config.n_clusters, fitted_on, "diag", seed)
+    mixture = fit_mixture(model.config.n_components, fitted_on, "diag", seed)
     start_proportions(model, mixture)
-    means = torch.as_tensor(mixture.means_.T, dtype=torch.float32)  # (Z, K)
+    means = torch.as_tensor(mixture.means_.T, dtype=torch.float32)  # (Z, M)
     variances = torch.as_tensor(mixture.covariances_.T, dtype=torch.float32) - MIN_VARIANCE
     variances = variances.clamp_min(MIN_VARIANCE)
     with torch.no_grad():
@@ -194,14 +195,14 @@ def teach_clusters(
     lr: float,
     generator: torch.Generator,
 ) -> None:
-    """One pass, with an Adam of its own, that fits q(y|x) to `targets` (N, K), the mixture's
+    """One pass, with an Adam of its own, that fits q(y|x) to `targets` (N, M), the mixture's
     responsibilities, by cross-entropy."""
     optimizer = torch.optim.Adam(model.y_encoder.parameters(), lr=lr)
     order = torch.randperm(n_rows, generator=generator, device=targets.device)
     for rows in order.split(batch_size):
         if len(rows) < 2:  # batch normalisation needs two rows
             continue
-        log_q = F.log_softmax(model.cluster_logits(read(rows)), -1)
+        log_q = F.log_softmax(model.component_logits(read(rows)), -1)
         loss = -(targets[rows] * log_q).sum(-1).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,6 +1,7 @@
 """The training loop: steps, devices and DDP, checkpoints and exact resume, stop requests and
 the non-finite policy. What a step optimises is the Objective's (gmvae.train.objective); pretraining
-is a phase before the loop, cluster naming an end-of-epoch hook (gmvae.train.naming). Data stays on
+is a phase before the loop, cluster naming and component merging end-of-epoch hooks
+(gmvae.train.naming, gmvae.train.merging). Data stays on
 the device; batches are index slices of a seeded permutation; the terms' sums stay on the
 device and are read once per epoch."""
 
@@ -25,6 +26,7 @@ from gmvae.errors import GMVAEError
 from gmvae.model.checkpoint import load_training_state, save_training_state
 from gmvae.model.network import GMVAENet
 from gmvae.train.distributed import World, all_sum, share_buffers, share_parameters
+from gmvae.train.merging import ComponentMerging
 from gmvae.train.naming import ClusterNaming
 from gmvae.train.objective import Objective, Progress, StepInputs
 from gmvae.train.pretraining import pretrain, start_from_inputs
@@ -164,6 +166,7 @@ class Trainer:
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
         self.checkpoint_path = checkpoint_path
         self.naming = ClusterNaming()
+        self.merging = ComponentMerging(config.seed)
         self.history: list[dict] = []
         self.skipped_steps = 0
         self.stop_requested: str | None = None  # why, set by a signal handler; seen between steps
@@ -260,6 +263,7 @@ class Trainer:
             search.nearest(wanted)  # one search serves both
         self.objective.prepare(source, search)
         self.naming.prepare(source, search)
+        self.merging.prepare(self.model, source)
 
     def _phases_before_training(self, source: BatchSource) -> dict:
         """The start from a mixture, when asked (on pretrained codes or on the inputs): its
@@ -346,6 +350,7 @@ class Trainer:
                     self.stop_requested or "a peer", epoch + 1, step + 1, steps
                 )
         named = self.naming.after_epoch(self.model, self.optimizer, source, self.world)
+        merged = self.merging.after_epoch(self.model, source, self.world)
         totals = all_sum(
             torch.cat([torch.stack(list(sums.values())), torch.tensor([float(counted)])]).to(
                 self.device
@@ -363,6 +368,7 @@ class Trainer:
             "lr": self.optimizer.param_groups[0]["lr"],
             "skipped_steps": self.skipped_steps,
             **named,
+            **merged,
             "seconds": time.perf_counter() - started,
         }
 
