@@ -30,8 +30,8 @@ def group_components(probabilities: np.ndarray, n_clusters: int) -> np.ndarray:
     their co-assignment p_i . p_j / sqrt(p_i . p_i  p_j . p_j) (p_i: column i, (N,)); the two
     groups with the highest mean similarity between their members are joined until n_clusters
     are left, the pair with less of q(y|x)'s mass first among equals (so a component no row
-    uses joins a group before two groups that share nothing are joined). Returns (M,) the cluster of each component, clusters numbered in the order of
-    their lowest component.
+    uses joins a group before two groups that share nothing are joined). Returns (M,) the
+    cluster of each component, clusters numbered in the order of their lowest component.
     """
     p = probabilities.astype(np.float64)
     co = p.T @ p  # (M, M)
