@@ -2,9 +2,11 @@
 and every cluster-level output of a model with more components than clusters."""
 
 import numpy as np
+import pytest
 import torch
 
 from gmvae import GMVAE
+from gmvae.errors import GMVAEError
 from gmvae.model import inference
 from gmvae.model.checkpoint import load_model, save_model
 from gmvae.model.network import GMVAENet, ModelConfig
@@ -98,11 +100,11 @@ def test_the_grouping_is_saved_and_loaded_with_the_weights(tmp_path):
     )
 
 
-def test_images_without_labels_over_cluster_by_default_and_report_k_clusters(digits):
+def test_an_over_clustered_fit_groups_its_components_into_k_clusters(digits):
     x = digits[0][:400].reshape(-1, 8, 8)
     model = GMVAE(
         n_clusters=4, latent_dim=4, hidden_dim=32, epochs=2, batch_size=32, random_state=0,
-        settings={"model": {"y_hidden_dim": 64}},
+        settings={"model": {"y_hidden_dim": 64, "components_per_cluster": 2}},
     ).fit(x)  # fmt: skip
     assert model.model_.config.n_components == 8
     assert sorted(set(model.model_.component_cluster.tolist())) == [0, 1, 2, 3]
@@ -113,13 +115,14 @@ def test_images_without_labels_over_cluster_by_default_and_report_k_clusters(dig
     assert model.history_[-1]["moved_components"] >= 0
 
 
-def test_tables_and_labelled_images_keep_one_component_per_cluster(digits):
+def test_the_default_keeps_one_component_per_cluster_and_labels_refuse_more(digits):
     x, y = digits
-    table = GMVAE(n_clusters=3, latent_dim=4, hidden_dim=32, epochs=1, random_state=0)
-    assert table.fit(x[:200] * 16 + 3.0).model_.config.components_per_cluster == 1
+    images = GMVAE(n_clusters=3, latent_dim=4, hidden_dim=32, epochs=1, random_state=0)
+    assert images.fit(x[:200].reshape(-1, 8, 8)).model_.config.n_components == 3
     labelled = np.where(np.arange(400) % 20 == 0, y[:400], -1)
     semi = GMVAE(
         n_clusters=10, latent_dim=4, hidden_dim=32, epochs=1, random_state=0,
-        semi_supervised=True, settings={"model": {"y_hidden_dim": 64}},
+        semi_supervised=True, settings={"model": {"components_per_cluster": 2}},
     )  # fmt: skip
-    assert semi.fit(x[:400].reshape(-1, 8, 8), labelled).model_.config.n_components == 10
+    with pytest.raises(GMVAEError, match="components-per-cluster above 1 is for unlabelled"):
+        semi.fit(x[:400].reshape(-1, 8, 8), labelled)

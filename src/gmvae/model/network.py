@@ -41,7 +41,7 @@ class ModelConfig:
             "help": "mixture components per cluster: above 1, y takes K times as many values "
             "and after every epoch the components that q(y|x) shares rows between are grouped "
             "into the K clusters (train/merging.py), so a cluster can hold a class of any size "
-            "and several styles; 0: 2 for images without labels, 1 otherwise"
+            "and several styles; unlabelled runs only"
         },
     )
     z_dim: int = field(default=64, metadata={"help": "size of the Gaussian latent z"})
@@ -93,14 +93,10 @@ class ModelConfig:
         return asdict(self)
 
     def resolve(
-        self,
-        x_dim: int,
-        image_shape: tuple[int, ...] | None,
-        unit_range: bool,
-        labelled: bool = False,
+        self, x_dim: int, image_shape: tuple[int, ...] | None, unit_range: bool
     ) -> ModelConfig:
         """This config fitted to data: its size and shape, and "auto" choices made.
-        `unit_range`: every value lies in [0, 1]; `labelled`: training uses labels."""
+        `unit_range`: every value lies in [0, 1]."""
         likelihood = self.likelihood
         if likelihood == "auto":
             likelihood = "bernoulli" if unit_range else "gaussian"
@@ -112,19 +108,12 @@ class ModelConfig:
             # (median test ACC 88.1 against 98.4, seeds 0-2) at about twice the time an epoch
             # on the CPU (benchmarks/results/clustering/mnist-default-conv/).
             architecture = "mlp"
-        components = self.components_per_cluster
-        if components == 0:
-            # Over-clustering put MNIST's classes, spread 4:1 in size, back together where one
-            # component per cluster split the largest (benchmarks/results/unequal/). Labels name
-            # clusters one to one with classes, and a table starts from a mixture of K.
-            components = 2 if image_shape is not None and not labelled else 1
         return replace(
             self,
             x_dim=x_dim,
             image_shape=image_shape,
             likelihood=likelihood,
             architecture=architecture,
-            components_per_cluster=components,
         )
 
     @property

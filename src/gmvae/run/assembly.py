@@ -82,9 +82,7 @@ def fit_to_data(
     config.train.validate()
     config.objective.validate()
     low, high = value_range(x)
-    model = config.model.resolve(
-        x.shape[1], image_shape, unit_range=low >= 0 and high <= 1, labelled=labels is not None
-    )
+    model = config.model.resolve(x.shape[1], image_shape, unit_range=low >= 0 and high <= 1)
     model.validate()
     objective = config.objective
     train = config.train
@@ -99,6 +97,8 @@ def fit_to_data(
         )
     if labels is not None:
         check_labels(labels, len(x), model.n_clusters)
+        if model.components_per_cluster > 1:  # labels name cluster k = component k = class k
+            raise GMVAEError("--components-per-cluster above 1 is for unlabelled training")
     if config.train.restarts > 1 and (labels is not None or isinstance(x, ScaledRows)):
         raise GMVAEError("--restarts is for unlabelled training on data that fits in memory")
     return replace(config, model=model, objective=objective, train=train)

@@ -20,7 +20,7 @@ from gmvae.train.trainer import TrainConfig
 PRESETS: dict[str, dict[str, dict]] = {
     "reference": {},
     "default": {
-        "model": {"y_hidden_dim": 1200, "y_batch_norm": True, "components_per_cluster": 0},
+        "model": {"y_hidden_dim": 1200, "y_batch_norm": True},
         "objective": {
             "elbo_to_clusters": False,
             "w_adversarial": 1.0,
