@@ -368,14 +368,14 @@ class GMVAENet(nn.Module):
 
         Sums over the M one-hot values of y weighted by q(y|x) (no relaxation):
         E_q(y|x)[E_q(z|x,y) log p(x|z) - KL(q(z|x,y) || p(z|y))] - KL(q(y|x) || p(y)). The
-        Gaussian KL is exact; log p(x|z) takes one reparameterised z per cluster,
+        Gaussian KL is exact; log p(x|z) takes one reparameterised z per component,
         z = mean + sd * noise[y], with `noise` (M, Z) standard normal shared by every example,
         so an example's ELBO does not depend on the batch it is in.
         """
         n, k = x.shape[0], self.config.n_components
         logits = self.component_logits(x)
         eye = torch.eye(k, device=x.device, dtype=x.dtype)
-        # Every example paired with every cluster: row i*K + j is (x_i, y=j).
+        # Every example paired with every component: row i*M + j is (x_i, y=j).
         x_k, y_k = x.repeat_interleave(k, dim=0), eye.repeat(n, 1)
         mean, var = self.encode_z(x_k, y_k)
         z = mean + var.sqrt() * noise.repeat(n, 1)
