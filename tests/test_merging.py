@@ -39,6 +39,12 @@ def test_grouping_leaves_exactly_the_asked_clusters_numbered_by_their_first_comp
         assert firsts == sorted(firsts)
 
 
+def test_components_are_grouped_by_where_moved_copies_of_their_rows_go():
+    probabilities = np.eye(4)[np.repeat(np.arange(4), 10)]  # confident: no row is shared
+    moved = probabilities[:, [1, 0, 3, 2]] * 0.3 + probabilities * 0.7  # 0 <-> 1, 2 <-> 3
+    np.testing.assert_array_equal(group_components(probabilities, 2, moved), [0, 0, 1, 1])
+
+
 def test_an_empty_component_is_grouped_without_nan():
     probabilities = shared_rows([[0, 1], [2, 3]])
     probabilities = np.insert(probabilities, 4, 0.0, axis=1)  # component 4: no row at all
