@@ -118,7 +118,7 @@ def test_an_over_clustered_fit_groups_its_components_into_k_clusters(digits):
     assert proba.shape == (400, 4)
     np.testing.assert_allclose(proba.sum(1), 1, atol=1e-5)
     assert model.weights_.shape == (4,)
-    assert model.history_[-1]["moved_components"] >= 0
+    assert "moved_components" in model.history_[-1]  # the hook ran after each epoch
 
 
 def test_the_default_keeps_one_component_per_cluster_and_labels_refuse_more(digits):

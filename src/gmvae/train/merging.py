@@ -48,7 +48,7 @@ def group_components(
     scale = np.sqrt(np.clip(np.diag(co), 1e-12, None))
     similarity = co / scale[:, None] / scale[None, :]
     mass = p.sum(0) / max(p.sum(), 1e-12)  # (M,) each component's share of q(y|x)
-    members = [[m] for m in range(len(co))]
+    members = [[i] for i in range(len(co))]
     # between[a, b]: the similarities summed over the members of groups a and b
     between = similarity.copy()
     np.fill_diagonal(between, -np.inf)
