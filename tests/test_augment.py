@@ -27,22 +27,3 @@ def test_consistency_term_is_zero_for_an_unmoved_copy_and_positive_otherwise():
     assert same.abs().max() < 1e-6
     other = change_of_clusters(model, target, torch.rand(5, 64))
     assert (other >= 0).all() and other.sum() > 0
-
-
-def test_erasing_zeroes_one_square_of_half_the_side_and_keeps_the_rest():
-    x = torch.ones(2, 64)
-    centres = torch.tensor([[0.5, 0.5], [0.0, 0.0]])  # the middle; the top-left corner
-    erased = augment.erase(x, (8, 8), centres).view(2, 8, 8)
-    assert (erased[0, 2:6, 2:6] == 0).all() and erased[0].sum() == 64 - 16
-    assert (erased[1, :2, :2] == 0).all() and erased[1].sum() == 64 - 4  # clipped at the border
-
-
-def test_strong_views_move_further_than_small_moves_and_erase_a_square():
-    torch.manual_seed(0)
-    small = augment.random_affine_params(1000, torch.device("cpu"))
-    strong = augment.random_affine_params(1000, torch.device("cpu"), augment.STRONG_MOVE)
-    assert strong[:, :, 2].abs().max() > small[:, :, 2].abs().max() * 1.5
-    x = torch.ones(3, 64)
-    rows = torch.arange(3)
-    views = augment.strong_view(x, (8, 8), rows, 3)
-    assert views.shape == x.shape and ((views == 0).sum(1) >= 16 - 8).all()

@@ -194,30 +194,3 @@ def test_terms_stay_finite_on_all_zero_and_all_one_images(likelihood):
     for x in (torch.zeros(8, 16), torch.ones(8, 16)):
         objective = objective_for(x, likelihood=likelihood, **EVERY_TERM)
         assert all(torch.isfinite(v) for v in step(objective, x).sums.values())
-
-
-def test_pseudo_label_term_fits_strong_views_of_confident_rows_only():
-    x = torch.rand(6, 16)
-    objective = objective_for(x, w_pseudo_labels=1.0)
-    logits_layer = objective.network.y_encoder[-1]
-    with torch.no_grad():
-        logits_layer.weight.zero_()
-        logits_layer.bias.copy_(torch.tensor([0.0, 0.0, 0.0]))  # q(y|x) uniform: none sure
-    assert float(step(objective, x).sums["pseudo_labels"]) == 0.0
-    with torch.no_grad():
-        logits_layer.bias.copy_(torch.tensor([0.0, 1.0, 0.0]))  # sure of none: 0.58 < 0.95
-    assert float(step(objective, x).sums["pseudo_labels"]) == 0.0
-    with torch.no_grad():
-        logits_layer.bias.copy_(torch.tensor([0.0, 4.0, 0.0]))  # q(y = 1|x) = 0.965 everywhere
-    expected = -math.log(math.exp(4.0) / (math.exp(4.0) + 2))  # every view says so too
-    value = float(step(objective, x).sums["pseudo_labels"]) / len(x)
-    assert value == pytest.approx(expected, rel=1e-5)
-
-
-def test_tables_refuse_the_terms_that_move_images():
-    config = ModelConfig(
-        x_dim=4, image_shape=None, n_clusters=2, z_dim=2, hidden_dim=8, likelihood="gaussian"
-    )
-    for settings in ({"w_consistency": 1.0}, {"w_pseudo_labels": 1.0}):
-        with pytest.raises(GMVAEError, match="tables have none to move"):
-            Objective(GMVAENet(config), ObjectiveConfig(**settings))

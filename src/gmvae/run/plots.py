@@ -99,7 +99,6 @@ LOSS_PANELS = {
     "confidence": "entropy of q(y|x)",
     "labelled": "labelled cross-entropy",
     "balance": "balance shortfall",
-    "pseudo_labels": "pseudo-label fit on strong views",
     "tau": "Gumbel temperature",
 }
 PANELS_PER_ROW = 6

@@ -58,9 +58,6 @@ ADVERSARIAL_RADIUS = {"images": 0.25, "tables": 0.05}
 # benchmarks/results/semi-supervised/). Without labels it bought no clear gain on MNIST
 # (benchmarks/results/clustering/) and costs a forward pass per step, so it stays off there.
 SEMI_SUPERVISED_CONSISTENCY = 5.0
-# The pseudo-label term fits a strong view only of rows whose q(y|x) is at least this sure of
-# its cluster (FixMatch's threshold): unsure rows would teach their errors.
-PSEUDO_LABEL_CONFIDENCE = 0.95
 
 
 @dataclass
@@ -133,14 +130,6 @@ class ObjectiveConfig:
             f"its {ADVERSARIAL_NEIGHBOUR}th nearest neighbour (unset: "
             f"{ADVERSARIAL_RADIUS['images']} for images, {ADVERSARIAL_RADIUS['tables']} for "
             "tables)"
-        },
-    )
-    w_pseudo_labels: float = field(
-        default=0.0,
-        metadata={
-            "help": "weight of -log q(y = c | S(x)) for the rows whose q(y|x) gives its most "
-            f"likely cluster c at least {PSEUDO_LABEL_CONFIDENCE:g}, S a strong random view "
-            "(a larger move and an erased square; images only)"
         },
     )
     w_confidence: float = field(
@@ -288,18 +277,6 @@ def _moved_copy_change(
     return change_of_clusters(net, F.log_softmax(out.logits.detach(), -1), moved)
 
 
-def _strong_view_pseudo_label(
-    objective: Objective, inputs: StepInputs, out: NetworkOutput
-) -> torch.Tensor:
-    """-log q(y = c | S(x)) per row for c the most likely cluster under q(y|x), held fixed, and
-    S a strong view; 0 for rows where q(y = c | x) < PSEUDO_LABEL_CONFIDENCE."""
-    net = objective.network
-    confidence, target = out.logits.detach().softmax(-1).max(-1)
-    strong = augment.strong_view(inputs.x, net.config.image_shape, inputs.mine, len(inputs.rows))
-    nll = F.cross_entropy(net.component_logits(strong), target, reduction="none")
-    return torch.where(confidence >= PSEUDO_LABEL_CONFIDENCE, nll, torch.zeros_like(nll))
-
-
 def _neighbour_disagreement(
     objective: Objective, inputs: StepInputs, out: NetworkOutput
 ) -> torch.Tensor:
@@ -379,7 +356,6 @@ CLUSTERING_TERMS = (
     Regulariser("adversarial", "w_adversarial", _adversarial_change),
     Regulariser("confidence", "w_confidence", _entropy),
     Regulariser("balance", "w_balance", _balance, per_row=False),
-    Regulariser("pseudo_labels", "w_pseudo_labels", _strong_view_pseudo_label),
 )
 # In the order they are computed and added. The order of the computations fixes the order in
 # which autograd sums their gradients into q(y|x)'s logits, so it is kept as it always was:
@@ -406,10 +382,8 @@ class Objective(nn.Module):
         super().__init__()
         config.validate()
         images = network.config.image_shape is not None
-        if not images and ((config.w_consistency or 0.0) > 0 or config.w_pseudo_labels > 0):
-            raise GMVAEError(
-                "the consistency and pseudo-label terms move images; tables have none to move"
-            )
+        if not images and (config.w_consistency or 0.0) > 0:
+            raise GMVAEError("the consistency term moves images; tables have none to move")
         self.network = network
         self.config = config.for_inputs(images)
         self.source: BatchSource | None = None
