@@ -96,3 +96,20 @@ def test_select_k_trains_each_k_with_the_presets_objective_as_gmvae_train_would(
     assert [c.model.n_clusters for c in built] == [2, 3]
     assert all(c.objective == config.objective and c.model.y_batch_norm for c in built)
     assert config.objective.w_adversarial > 0 and not config.objective.elbo_to_clusters
+
+
+def test_the_estimator_makes_its_restarts_and_goes_on_from_the_chosen_one():
+    from gmvae import GMVAE
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (60, 3)), rng.normal(5, 1, (60, 3))]).astype(np.float32)
+    small = {"model": {"y_hidden_dim": 16}, "train": {"restart_epochs": 1}}
+    kwargs = dict(n_clusters=2, latent_dim=2, hidden_dim=16, epochs=1, random_state=0)
+    single = GMVAE(**kwargs, settings=small).fit(x)
+    assert single.restarts_ is None
+    restarted = {**small, "train": {"restart_epochs": 1, "restarts": 3}}
+    fitted = GMVAE(**kwargs, settings=restarted).fit(x)
+    assert [r["candidate"] for r in fitted.restarts_] == [0, 1, 2]
+    assert sum(r["chosen"] for r in fitted.restarts_) == 1
+    best = max(fitted.restarts_, key=lambda r: r["heldout_elbo"])
+    assert best["chosen"]

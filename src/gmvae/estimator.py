@@ -19,7 +19,8 @@ from gmvae.data.preprocessing import ScaledRows, prepare
 from gmvae.errors import GMVAEError
 from gmvae.model import inference
 from gmvae.model.checkpoint import load_model, load_scaling, save_model
-from gmvae.run.assembly import assemble
+from gmvae.run.assembly import assemble, settings_used
+from gmvae.run.selection import choose_start
 from gmvae.run.settings import PRESETS, ExperimentConfig
 from gmvae.storage import atomic_write, read_json, replace_folder
 from gmvae.train import distributed
@@ -49,7 +50,9 @@ class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
 
     Fitted attributes: model_ (the network), labels_, weights_ (the clusters' proportions
     p(y), as GaussianMixture's), scaling_, likelihood_, architecture_, image_shape_, history_ (a
-    dict per epoch), n_features_in_, feature_names_in_ (DataFrames).
+    dict per epoch), restarts_ (with settings {"train": {"restarts": n}}, n > 1: a dict per
+    candidate start, its held-out ELBO and whether it was chosen; else None), n_features_in_,
+    feature_names_in_ (DataFrames).
     """
 
     def __init__(
@@ -144,6 +147,10 @@ class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
         # Under torchrun every process trains its share of each batch (DDP); else one process.
         world, _ = distributed.setup(self.device)
         trainer = assemble(config, x, image_shape, labels, world)
+        self.restarts_ = None
+        if trainer.config.restarts > 1:  # as `gmvae train --restarts` does
+            used = settings_used(config, trainer)
+            self.restarts_ = choose_start(trainer, used, x, image_shape)
         data = torch.as_tensor(x) if isinstance(x, np.ndarray) else x
         self.history_ = trainer.fit(data, progress=self.verbose > 0, labels=labels)
         self.model_ = trainer.model.eval()
@@ -240,6 +247,7 @@ class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
             "feature_names_in": getattr(self, "feature_names_in_", np.array([])).tolist(),
             "labels": self.labels_.tolist(),
             "history": self.history_,
+            "restarts": self.restarts_,
         }
         staging = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
         try:
@@ -296,6 +304,7 @@ class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
         estimator.architecture_ = config.architecture
         estimator.history_ = state.get("history", [])
         estimator.n_iter_ = len(estimator.history_)
+        estimator.restarts_ = state.get("restarts")
         estimator.n_features_in_ = n_features
         estimator.labels_ = labels
         if state.get("feature_names_in"):

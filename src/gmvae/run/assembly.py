@@ -128,3 +128,10 @@ def assemble(
     torch.manual_seed(config.train.seed)
     objective = Objective(GMVAENet(config.model), config.objective)
     return Trainer(objective, config.train, device, checkpoint_path, world)
+
+
+def settings_used(config: ExperimentConfig, trainer: Trainer) -> ExperimentConfig:
+    """`config` as `trainer` was assembled from it: fitted to the data."""
+    return replace(
+        config, model=trainer.model.config, objective=trainer.objective.config, train=trainer.config
+    )

@@ -38,7 +38,7 @@ from gmvae.model import inference
 from gmvae.model.checkpoint import save_model
 from gmvae.model.network import GMVAENet
 from gmvae.run import plots
-from gmvae.run.assembly import assemble, load_data
+from gmvae.run.assembly import assemble, load_data, settings_used
 from gmvae.run.lock import LOCK_FILE, RunLock
 from gmvae.run.metrics import clustering_scores, contingency, hungarian_match, usage_entropy
 from gmvae.run.report import write_report
@@ -219,13 +219,6 @@ def run_experiment(
             if world.is_main:
                 write_metrics(out / RESTARTS_FILE, restarts)
         return train_and_report(trainer, data, config.data, out, output or Output())
-
-
-def settings_used(config: ExperimentConfig, trainer: Trainer) -> ExperimentConfig:
-    """`config` as `trainer` was assembled from it: fitted to the data."""
-    return replace(
-        config, model=trainer.model.config, objective=trainer.objective.config, train=trainer.config
-    )
 
 
 def run_record(
