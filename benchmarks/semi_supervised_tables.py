@@ -2,11 +2,13 @@
 the same labelled draw, on the suite's tables, once per seed.
 
     python -m benchmarks.semi_supervised_tables --out benchmarks/results/semi-supervised/tables-5 \
-        [--labels-per-class 5] [--seeds 0-4] [--datasets wine,iris]
+        [--labels-per-class 5] [--seeds 0-4] [--datasets wine,iris] \
+        [--settings '{"objective": {"w_labelled": 5}}']
 
 Per seed: N labels per class drawn with the seed (gmvae.data.labels.draw_per_class), the rest
 unlabelled; `GMVAE(n_clusters=K, semi_supervised=True, random_state=seed).fit(X, y)` on the table
-as given, and on its StandardScaler'd features LogisticRegression on the labelled rows alone,
+as given (--settings: the estimator's `settings`, for measuring a remedy), and on its
+StandardScaler'd features LogisticRegression on the labelled rows alone,
 LabelSpreading (kNN kernel, 7 neighbours) and SelfTrainingClassifier around LogisticRegression.
 Scored by accuracy on the unlabelled rows (the predicted class must be the class). Writes
 rows.csv (a row per data set, seed and method, with whether the GMVAE is below any method on that
@@ -35,7 +37,9 @@ from gmvae.run.settings import parse_int_range
 TABLES = ("wine", "breast-cancer", "iris", "penguins", "crabs", "cars")
 
 
-def run_seed(data: LabelledData, per_class: int, seed: int) -> list[dict]:
+def run_seed(
+    data: LabelledData, per_class: int, seed: int, settings: dict | None = None
+) -> list[dict]:
     """Every method on one labelled draw: a row each, accuracy on the unlabelled rows."""
     partial = draw_per_class(data.y, per_class, seed)
     labelled, unlabelled = partial >= 0, partial < 0
@@ -46,7 +50,7 @@ def run_seed(data: LabelledData, per_class: int, seed: int) -> list[dict]:
 
     predictions = {
         "GMVAE": lambda: (
-            GMVAE(n_clusters=data.k, random_state=seed, semi_supervised=True)
+            GMVAE(n_clusters=data.k, random_state=seed, semi_supervised=True, settings=settings)
             .fit(data.x, partial)
             .predict(data.x)
         ),
@@ -111,6 +115,7 @@ def main() -> None:
     parser.add_argument("--labels-per-class", type=int, default=5)
     parser.add_argument("--seeds", default="0-4")
     parser.add_argument("--datasets", default=",".join(TABLES))
+    parser.add_argument("--settings", type=json.loads, help="JSON: the GMVAE's settings")
     args = parser.parse_args()
     names = args.datasets.split(",")
     unknown = sorted(set(names) - set(TABLES))
@@ -124,7 +129,7 @@ def main() -> None:
     rows = []
     for data in tables:
         for seed in parse_int_range(args.seeds, "--seeds"):
-            rows += run_seed(data, args.labels_per_class, seed)
+            rows += run_seed(data, args.labels_per_class, seed, args.settings)
             write_csv(args.out / "rows.csv", rows)  # after every seed: nothing lost
     summary = summarise(rows)
     write_csv(args.out / "summary.csv", summary)
