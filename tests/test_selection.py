@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from gmvae import GMVAE
 from gmvae.cli import main
 from gmvae.model import inference
 from gmvae.run import selection
@@ -98,9 +99,7 @@ def test_select_k_trains_each_k_with_the_presets_objective_as_gmvae_train_would(
     assert config.objective.w_adversarial > 0 and not config.objective.elbo_to_clusters
 
 
-def test_the_estimator_makes_its_restarts_and_goes_on_from_the_chosen_one():
-    from gmvae import GMVAE
-
+def test_the_estimator_makes_its_restarts_keeps_the_best_held_out_elbo_and_saves_them(tmp_path):
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(0, 1, (60, 3)), rng.normal(5, 1, (60, 3))]).astype(np.float32)
     small = {"model": {"y_hidden_dim": 16}, "train": {"restart_epochs": 1}}
@@ -110,6 +109,7 @@ def test_the_estimator_makes_its_restarts_and_goes_on_from_the_chosen_one():
     restarted = {**small, "train": {"restart_epochs": 1, "restarts": 3}}
     fitted = GMVAE(**kwargs, settings=restarted).fit(x)
     assert [r["candidate"] for r in fitted.restarts_] == [0, 1, 2]
-    assert sum(r["chosen"] for r in fitted.restarts_) == 1
     best = max(fitted.restarts_, key=lambda r: r["heldout_elbo"])
-    assert best["chosen"]
+    assert [r["chosen"] for r in fitted.restarts_] == [r is best for r in fitted.restarts_]
+    fitted.save(tmp_path / "m")
+    assert GMVAE.load(tmp_path / "m").restarts_ == fitted.restarts_
