@@ -13,7 +13,7 @@ from gmvae.cli import main
 from gmvae.model import inference
 from gmvae.run import selection
 from gmvae.run.assembly import assemble, load_data
-from gmvae.run.selection import candidate_seed, choose_start, held_out_split
+from gmvae.run.restarts import candidate_seed, choose_start, held_out_split
 from gmvae.run.settings import DataConfig, ExperimentConfig
 
 QUICK = ["--epochs", "1", "--hidden-dim", "32", "--z-dim", "4", "--monitor-size", "100"]

@@ -20,7 +20,7 @@ from gmvae.errors import GMVAEError
 from gmvae.model import inference
 from gmvae.model.checkpoint import load_model, load_scaling, save_model
 from gmvae.run.assembly import assemble, settings_used
-from gmvae.run.selection import choose_start
+from gmvae.run.restarts import choose_start
 from gmvae.run.settings import PRESETS, ExperimentConfig
 from gmvae.storage import atomic_write, read_json, replace_folder
 from gmvae.train import distributed

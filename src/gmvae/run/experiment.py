@@ -42,7 +42,7 @@ from gmvae.run.assembly import assemble, load_data, settings_used
 from gmvae.run.lock import LOCK_FILE, RunLock
 from gmvae.run.metrics import clustering_scores, contingency, hungarian_match, usage_entropy
 from gmvae.run.report import write_report
-from gmvae.run.selection import choose_start
+from gmvae.run.restarts import choose_start
 from gmvae.run.settings import DataConfig, ExperimentConfig
 from gmvae.storage import atomic_write, check_writable, read_json, write_json
 from gmvae.train.distributed import World, broadcast
