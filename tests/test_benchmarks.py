@@ -2,8 +2,14 @@ import platform
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+import pytest
+from sklearn.preprocessing import StandardScaler
+
 from benchmarks.clustering import differences
 from benchmarks.provenance import benchmark_record
+from benchmarks.start_mixtures import markdown
+from benchmarks.suite import whiten
 from gmvae.run.settings import ExperimentConfig
 
 
@@ -111,3 +117,35 @@ def test_run_json_names_the_cpu_model_because_rounding_differs_between_cpus():
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists() and "model name" in cpuinfo.read_text():  # x86 Linux names the model
         assert record["cpu_model"] != platform.machine()
+
+
+def test_whitened_rows_have_identity_covariance_and_the_log_det_of_the_map():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 3)) @ np.array([[2.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 0.2]])
+    rows, log_det = whiten(x)
+    np.testing.assert_allclose(np.cov(rows.T, bias=True), np.eye(3), atol=1e-8)
+    standardised = StandardScaler().fit_transform(x)
+    map_, *_ = np.linalg.lstsq(standardised, rows, rcond=None)
+    assert log_det == pytest.approx(np.log(abs(np.linalg.det(map_))))
+
+
+def test_each_start_mixture_rule_chooses_its_lowest_score_among_the_candidates_it_sees():
+    def row(space, covariance, bic, held_out, acc):
+        return {"dataset": "t", "seed": 0, "space": space, "covariance": covariance,
+                "bic": bic, "held_out_ll": held_out, "acc": acc, "nmi": acc}  # fmt: skip
+
+    rows = [
+        row("standardised", "full", 10.0, -1.0, 90.0),
+        row("standardised", "diag", 20.0, -2.0, 80.0),
+        row("whitened", "full", 5.0, -3.0, 70.0),
+        row("whitened", "diag", 1.0, -0.5, 60.0),
+    ]
+    chosen = {
+        line.split(" | ")[1]: line.split(" | ")[2] for line in markdown(rows).splitlines()[2:]
+    }
+    assert chosen == {
+        "default (BIC, standardised)": "90.0",
+        "BIC, whitened full added": "70.0",
+        "BIC, all four": "60.0",
+        "held-out, all four": "60.0",
+    }
