@@ -1,8 +1,15 @@
 import numpy as np
 import pytest
+from sklearn.metrics import adjusted_rand_score
 
 from gmvae.data.labels import draw_per_class
-from gmvae.train.mixtures import fit_labelled_mixture, responsibilities
+from gmvae.train.mixtures import (
+    fit_labelled_mixture,
+    fit_mixture,
+    fit_reproduced_mixture,
+    reproduced,
+    responsibilities,
+)
 
 
 def three_blobs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -43,3 +50,27 @@ def test_a_class_without_labelled_rows_gets_the_component_its_rows_form():
     labels[labels == 1] = -1  # class 1 (the third blob) has no labels
     mixture = fit_labelled_mixture(3, x, labels, "full", seed=0, n_init=3)
     assert np.mean(mixture.predict_proba(x).argmax(1) == classes) > 0.99
+
+
+def test_a_partition_counts_as_reproduced_only_when_another_start_finds_it_whatever_its_names():
+    found_twice = np.array([0, 0, 1, 1, 2, 2])
+    renamed = np.array([2, 2, 0, 0, 1, 1])
+    one_off = np.array([0, 1, 2, 0, 1, 2])
+    assert reproduced([found_twice, one_off, renamed]) == [0, 2]
+    assert reproduced([one_off]) == []
+
+
+def test_clusters_that_differ_across_a_dominant_size_axis_are_found_by_the_whitened_starts():
+    # Four groups that differ in two features' ratio to a shared size, as crabs' species x sex:
+    # k-means on the standardised rows cuts along size, k-means on the whitened rows does not.
+    rng = np.random.default_rng(1)
+    groups = rng.integers(4, size=400)
+    size = rng.normal(0, 3, size=400)
+    offsets = np.array([[1, 1], [1, -1], [-1, 1], [-1, -1]])[groups] * 0.8
+    x = size[:, None] + 0.3 * rng.normal(size=(400, 4))
+    x[:, 1:3] += offsets
+    x = (x - x.mean(0)) / x.std(0)
+    standardised_starts = fit_mixture(4, x, "full", seed=0, n_init=10).predict(x)
+    chosen = fit_reproduced_mixture(4, x, ("full", "diag"), seed=0, n_init=10).predict(x)
+    assert adjusted_rand_score(groups, standardised_starts) < 0.1
+    assert adjusted_rand_score(groups, chosen) > 0.9

@@ -32,6 +32,7 @@ from gmvae.train.mixtures import (
     LabelledMixture,
     fit_labelled_mixture,
     fit_mixture,
+    fit_reproduced_mixture,
     responsibilities,
 )
 
@@ -45,8 +46,9 @@ CODE_CHUNK = 4096  # rows per forward pass when computing codes
 # the one with the lower BIC is kept: full matrices fitted to too few rows per cluster overfit
 # (a 1,000-row table of 50 features around 10 centres), and BIC charges for their parameters.
 FULL_COVARIANCE_FEATURES = 50
-# The inputs' mixture is the most likely of this many fits (EM finds a local optimum: one fit
-# split a penguin species on some seeds), as KMeans' n_init=10 is.
+# The inputs' mixture is chosen among this many seeded fits per covariance, and as many full
+# ones started in the whitened space (EM finds a local optimum: one fit split a penguin species
+# on some seeds), as KMeans' n_init=10 is (mixtures.fit_reproduced_mixture).
 MIXTURE_INITS = 10
 # Optimizer steps (whole passes, at least one) that teach q(y|x) the inputs' mixture: one pass
 # of a 150-row table is a single step, too few to fit it.
@@ -129,8 +131,7 @@ def start_from_inputs(
     shapes = ("full", "diag") if x.shape[1] <= FULL_COVARIANCE_FEATURES else ("diag",)
     k = model.config.n_components
     if known is None:
-        fits = [fit_mixture(k, x, shape, seed, MIXTURE_INITS) for shape in shapes]
-        mixture = min(fits, key=lambda fit: fit.bic(x))  # the first of equals: full
+        mixture = fit_reproduced_mixture(k, x, shapes, seed, MIXTURE_INITS)
         log_likelihood = float(mixture.score(x))
     else:
         x_labels = known[fitted_rows.cpu().numpy()]
