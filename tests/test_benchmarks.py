@@ -130,15 +130,15 @@ def test_whitened_rows_have_identity_covariance_and_the_log_det_of_the_map():
 
 
 def test_each_start_mixture_rule_chooses_its_lowest_score_among_the_candidates_it_sees():
-    def row(space, covariance, bic, held_out, acc):
-        return {"dataset": "t", "seed": 0, "space": space, "covariance": covariance,
-                "bic": bic, "held_out_ll": held_out, "acc": acc, "nmi": acc}  # fmt: skip
+    def row(space, covariance, bic, icl, held_out, acc):
+        scores = {"bic": bic, "icl": icl, "held_out_ll": held_out, "acc": acc, "nmi": acc}
+        return {"dataset": "t", "seed": 0, "space": space, "covariance": covariance, **scores}
 
     rows = [
-        row("standardised", "full", 10.0, -1.0, 90.0),
-        row("standardised", "diag", 20.0, -2.0, 80.0),
-        row("whitened", "full", 5.0, -3.0, 70.0),
-        row("whitened", "diag", 1.0, -0.5, 60.0),
+        row("standardised", "full", 10.0, 30.0, -1.0, 90.0),
+        row("standardised", "diag", 20.0, 25.0, -2.0, 80.0),
+        row("whitened", "full", 5.0, 6.0, -3.0, 70.0),
+        row("whitened", "diag", 1.0, 40.0, -0.5, 60.0),
     ]
     chosen = {
         line.split(" | ")[1]: line.split(" | ")[2] for line in markdown(rows).splitlines()[2:]
@@ -148,4 +148,6 @@ def test_each_start_mixture_rule_chooses_its_lowest_score_among_the_candidates_i
         "BIC, whitened full added": "70.0",
         "BIC, all four": "60.0",
         "held-out, all four": "60.0",
+        "ICL, standardised": "80.0",
+        "ICL, all four": "70.0",
     }
