@@ -3,6 +3,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from gmvae.data.labels import draw_per_class
+from gmvae.train import mixtures
 from gmvae.train.mixtures import (
     fit_labelled_mixture,
     fit_mixture,
@@ -74,3 +75,16 @@ def test_clusters_that_differ_across_a_dominant_size_axis_are_found_by_the_white
     chosen = fit_reproduced_mixture(4, x, ("full", "diag"), seed=0, n_init=10).predict(x)
     assert adjusted_rand_score(groups, standardised_starts) < 0.1
     assert adjusted_rand_score(groups, chosen) > 0.9
+
+
+def test_a_table_beyond_the_selection_rows_is_chosen_on_a_draw_and_refitted_on_every_row(
+    monkeypatch,
+):
+    monkeypatch.setattr(mixtures, "SELECTION_ROWS", 60)
+    x, classes = three_blobs()
+    mixture = fit_reproduced_mixture(3, x, ("full", "diag"), seed=0, n_init=10)
+    assert adjusted_rand_score(classes, mixture.predict(x)) > 0.95
+    # The refit's means are its own rows' means over all 300 rows, not over the 60 drawn.
+    partition = mixture.predict(x)
+    own_means = np.stack([x[partition == c].mean(0) for c in range(3)])
+    np.testing.assert_allclose(mixture.means_, own_means, atol=0.05)

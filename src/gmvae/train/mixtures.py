@@ -30,6 +30,10 @@ TOL = 1e-3
 MAX_ITER = 100
 # Two fits whose partitions agree above this adjusted Rand index found the same optimum.
 SAME_PARTITION_ARI = 0.9
+# A table's candidate fits see at most this many rows (a seeded draw) and the chosen one is
+# refitted on all: 30 fits of 10,000 rows x 50 features took 30 s, a third of the minute a
+# 10,000-row table may take (benchmarks/results/table-speed/).
+SELECTION_ROWS = 2_000
 
 
 def fit_mixture(
@@ -73,6 +77,8 @@ def fit_reproduced_mixture(
 ) -> GaussianMixture:
     """The k-component mixture of rows x (N, F) with the lowest BIC among the seeded fits whose
     partition another fit of the same covariance reproduces; the lowest of all when none is.
+    Beyond SELECTION_ROWS rows the fits are made on a seeded draw of them, and the chosen one
+    is refitted on all.
 
     Each covariance ("full", "diag") is fitted from `n_init` seeded k-means starts on x; "full"
     also from `n_init` starts in the whitened space (the same densities, another metric for
@@ -80,15 +86,28 @@ def fit_reproduced_mixture(
     alone reaches is not trusted: on breast cancer such one-off fits are likelier than the
     mixture every start finds and split the diagnosis worse (benchmarks/results/suite/)."""
     x = np.asarray(x, dtype=np.float64)
-    seeds = [int(s) for s in np.random.default_rng(seed).integers(2**31, size=n_init)]
+    rng = np.random.default_rng(seed)
+    seeds = [int(s) for s in rng.integers(2**31, size=n_init)]
+    drawn = x[np.sort(rng.permutation(len(x))[:SELECTION_ROWS])] if len(x) > SELECTION_ROWS else x
     trusted, every = [], []
     for covariance in covariances:
-        fits = [fit_mixture(k, x, covariance, s) for s in seeds]
+        fits = [fit_mixture(k, drawn, covariance, s) for s in seeds]
         if covariance == "full":
-            fits += [_fit_started_whitened(k, x, s) for s in seeds]
+            fits += [_fit_started_whitened(k, drawn, s) for s in seeds]
         every += fits
-        trusted += [fits[i] for i in reproduced([fit.predict(x) for fit in fits])]
-    return min(trusted or every, key=lambda fit: fit.bic(x))  # the first of equals
+        trusted += [fits[i] for i in reproduced([fit.predict(drawn) for fit in fits])]
+    chosen = min(trusted or every, key=lambda fit: fit.bic(drawn))  # the first of equals
+    if drawn is x:
+        return chosen
+    refitted = GaussianMixture(
+        k,
+        covariance_type=chosen.covariance_type,
+        reg_covar=REG_COVAR,
+        weights_init=chosen.weights_,
+        means_init=chosen.means_,
+        precisions_init=chosen.precisions_,
+    )
+    return refitted.fit(x)
 
 
 def reproduced(partitions: list[np.ndarray]) -> list[int]:
