@@ -31,8 +31,8 @@ MAX_ITER = 100
 # Two fits whose partitions agree above this adjusted Rand index found the same optimum.
 SAME_PARTITION_ARI = 0.9
 # A table's candidate fits see at most this many rows (a seeded draw) and the chosen one is
-# refitted on all: 30 fits of 10,000 rows x 50 features took 30 s, a third of the minute a
-# 10,000-row table may take (benchmarks/results/table-speed/).
+# refitted on all, so that the 30 fits keep a 10,000-row table within its minute
+# (benchmarks/results/table-speed/).
 SELECTION_ROWS = 2_000
 
 
@@ -61,13 +61,22 @@ def _fit_started_whitened(k: int, x: np.ndarray, seed: int) -> GaussianMixture:
     A precision_w A^T) and refitted on x, so that it is scored as any fit on x is."""
     mean, a = whitening(x)
     on_whitened = fit_mixture(k, (x - mean) @ a, "full", seed)
+    means = on_whitened.means_ @ np.linalg.inv(a) + mean
+    return _refit(on_whitened, means, a @ on_whitened.precisions_ @ a.T, x)
+
+
+def _refit(
+    start: GaussianMixture, means: np.ndarray, precisions: np.ndarray, x: np.ndarray
+) -> GaussianMixture:
+    """EM on rows x (N, F) from start's weights and covariance type, with means (K, F) and
+    precisions (K, F, F) or (K, F) given in x's space."""
     mixture = GaussianMixture(
-        k,
-        covariance_type="full",
+        start.n_components,
+        covariance_type=start.covariance_type,
         reg_covar=REG_COVAR,
-        weights_init=on_whitened.weights_,
-        means_init=on_whitened.means_ @ np.linalg.inv(a) + mean,
-        precisions_init=a @ on_whitened.precisions_ @ a.T,
+        weights_init=start.weights_,
+        means_init=means,
+        precisions_init=precisions,
     )
     return mixture.fit(x)
 
@@ -97,17 +106,7 @@ def fit_reproduced_mixture(
         every += fits
         trusted += [fits[i] for i in reproduced([fit.predict(drawn) for fit in fits])]
     chosen = min(trusted or every, key=lambda fit: fit.bic(drawn))  # the first of equals
-    if drawn is x:
-        return chosen
-    refitted = GaussianMixture(
-        k,
-        covariance_type=chosen.covariance_type,
-        reg_covar=REG_COVAR,
-        weights_init=chosen.weights_,
-        means_init=chosen.means_,
-        precisions_init=chosen.precisions_,
-    )
-    return refitted.fit(x)
+    return chosen if drawn is x else _refit(chosen, chosen.means_, chosen.precisions_, x)
 
 
 def reproduced(partitions: list[np.ndarray]) -> list[int]:
