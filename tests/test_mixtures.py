@@ -88,3 +88,35 @@ def test_a_table_beyond_the_selection_rows_is_chosen_on_a_draw_and_refitted_on_e
     partition = mixture.predict(x)
     own_means = np.stack([x[partition == c].mean(0) for c in range(3)])
     np.testing.assert_allclose(mixture.means_, own_means, atol=0.05)
+
+
+def test_the_quantisation_floor_is_the_rounding_variance_of_a_grid_feature_and_small_otherwise():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(1, 11, size=200) / 3.0  # a grid of step 1/3
+    measured = rng.normal(size=200)
+    floor = mixtures.quantisation_floor(np.stack([scores, measured, np.ones(200)], 1))
+    np.testing.assert_allclose(floor[0], (1 / 3) ** 2 / 12)
+    np.testing.assert_array_equal(floor[1:], mixtures.REG_COVAR)
+
+
+def scored_table() -> tuple[np.ndarray, np.ndarray]:
+    """Standardised rows (450, 4) of 1-10 scores, as biopsy's: 300 of the first class almost all
+    1 (3% of their scores 2 or 3), 150 of the second spread around 6; and the classes (450,)."""
+    rng = np.random.default_rng(0)
+    first = 1 + (rng.random((300, 4)) < 0.03) * rng.integers(1, 3, size=(300, 4))
+    second = np.clip(np.round(rng.normal(6, 2.5, size=(150, 4))), 1, 10)
+    x = np.concatenate([first, second]).astype(float)
+    return (x - x.mean(0)) / x.std(0), np.repeat([0, 1], [300, 150])
+
+
+def test_without_the_floor_a_component_shrinks_onto_one_score_and_expels_its_class_odd_rows(
+    monkeypatch,
+):
+    x, classes = scored_table()
+    with_floor = fit_reproduced_mixture(2, x, ("full", "diag"), seed=0, n_init=10).predict(x)
+    monkeypatch.setattr(
+        mixtures, "quantisation_floor", lambda x: np.full(x.shape[1], mixtures.REG_COVAR)
+    )
+    without = fit_reproduced_mixture(2, x, ("full", "diag"), seed=0, n_init=10).predict(x)
+    assert adjusted_rand_score(classes, with_floor) > 0.85
+    assert adjusted_rand_score(classes, without) < 0.75

@@ -1,12 +1,18 @@
-"""Gaussian mixtures fitted to rows, the starts of pretraining.py: without labels (scikit-learn's
-GaussianMixture; on a table, the most likely optimum that more than one start reaches), and with
-some rows' classes known, component k being class k.
+"""Gaussian mixtures fitted to rows, the starts of pretraining.py: without labels (on a table,
+the most likely optimum that more than one start reaches), and with some rows' classes known,
+component k being class k.
 
-With labels the mixture is fitted by EM in which a labelled row's responsibilities are held at
-its class (Nigam et al. 2000's semi-supervised EM): the unlabelled rows shape the components, the
-labelled ones name them and pull them to their class. EM finds a local optimum, so it runs from
-several starts (the labelled rows' class means, and unsupervised fits whose components are
-matched to the classes through the labelled rows) and keeps the most likely.
+Both are fitted by one EM (`_expectation_maximisation`). With labels, a labelled row's
+responsibilities are held at its class (Nigam et al. 2000's semi-supervised EM): the unlabelled
+rows shape the components, the labelled ones name them and pull them to their class. EM finds a
+local optimum, so it runs from several starts (k-means partitions; with labels also the labelled
+rows' class means, and the unlabelled fits matched to the classes) and one is kept.
+
+Every component's variances are held above each feature's quantisation floor: a feature recorded
+on a grid of step h (integer scores, counts, flags) has at least the variance of rounding to it,
+h^2 / 12 (Sheppard's correction). Without the floor, a component can shrink onto the rows that
+share one grid value and win the likelihood without separating anything (benchmarks/results/
+suite/: biopsy's 1-10 scores).
 
 Shapes: N rows, F features, K components.
 """
@@ -18,11 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.special import logsumexp
+from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture
 
-# Added to every covariance's diagonal, as GaussianMixture's reg_covar: keeps a component of
-# few rows (or of a constant feature) invertible.
+# Added to every covariance's diagonal, as GaussianMixture's reg_covar, and the least floor:
+# keeps a component of few rows (or of a constant feature) invertible.
 REG_COVAR = 1e-4
 # EM stops when the mean log-likelihood per row gains less than this, or after MAX_ITER steps
 # (GaussianMixture's defaults).
@@ -36,98 +43,11 @@ SAME_PARTITION_ARI = 0.9
 SELECTION_ROWS = 2_000
 
 
-def fit_mixture(
-    k: int, x: np.ndarray, covariance: str, seed: int, n_init: int = 1
-) -> GaussianMixture:
-    """A k-component Gaussian mixture fitted to rows x (N, F), the most likely of `n_init`
-    seeded fits."""
-    mixture = GaussianMixture(
-        k, covariance_type=covariance, reg_covar=REG_COVAR, n_init=n_init, random_state=seed
-    )
-    return mixture.fit(np.asarray(x, dtype=np.float64))
-
-
-def whitening(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The mean (F,) and the map A (F, F) that take rows x (N, F) to (x - mean) @ A, their
-    principal axes scaled to unit variance (a constant direction is left at its scale)."""
-    mean = x.mean(0)
-    variances, axes = np.linalg.eigh(np.cov(x.T, bias=True).reshape(x.shape[1], x.shape[1]))
-    return mean, axes / np.sqrt(np.where(variances > REG_COVAR, variances, 1.0))
-
-
-def _fit_started_whitened(k: int, x: np.ndarray, seed: int) -> GaussianMixture:
-    """A full-covariance mixture of rows x (N, F) whose EM starts from k-means in the whitened
-    space: fitted there, mapped back (w = (x - m) A: mean_x = mean_w A^-1 + m, precision_x =
-    A precision_w A^T) and refitted on x, so that it is scored as any fit on x is."""
-    mean, a = whitening(x)
-    on_whitened = fit_mixture(k, (x - mean) @ a, "full", seed)
-    means = on_whitened.means_ @ np.linalg.inv(a) + mean
-    return _refit(on_whitened, means, a @ on_whitened.precisions_ @ a.T, x)
-
-
-def _refit(
-    start: GaussianMixture, means: np.ndarray, precisions: np.ndarray, x: np.ndarray
-) -> GaussianMixture:
-    """EM on rows x (N, F) from start's weights and covariance type, with means (K, F) and
-    precisions (K, F, F) or (K, F) given in x's space."""
-    mixture = GaussianMixture(
-        start.n_components,
-        covariance_type=start.covariance_type,
-        reg_covar=REG_COVAR,
-        weights_init=start.weights_,
-        means_init=means,
-        precisions_init=precisions,
-    )
-    return mixture.fit(x)
-
-
-def fit_reproduced_mixture(
-    k: int, x: np.ndarray, covariances: tuple[str, ...], seed: int, n_init: int
-) -> GaussianMixture:
-    """The k-component mixture of rows x (N, F) with the lowest BIC among the seeded fits whose
-    partition another fit of the same covariance reproduces; the lowest of all when none is.
-    Beyond SELECTION_ROWS rows the fits are made on a seeded draw of them, and the chosen one
-    is refitted on all.
-
-    Each covariance ("full", "diag") is fitted from `n_init` seeded k-means starts on x; "full"
-    also from `n_init` starts in the whitened space (the same densities, another metric for
-    k-means: it finds crabs' species x sex, which starts on x miss). An optimum that one start
-    alone reaches is not trusted: on breast cancer such one-off fits are likelier than the
-    mixture every start finds and split the diagnosis worse (benchmarks/results/suite/)."""
-    x = np.asarray(x, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    seeds = [int(s) for s in rng.integers(2**31, size=n_init)]
-    drawn = x[np.sort(rng.permutation(len(x))[:SELECTION_ROWS])] if len(x) > SELECTION_ROWS else x
-    trusted, every = [], []
-    for covariance in covariances:
-        fits = [fit_mixture(k, drawn, covariance, s) for s in seeds]
-        if covariance == "full":
-            fits += [_fit_started_whitened(k, drawn, s) for s in seeds]
-        every += fits
-        trusted += [fits[i] for i in reproduced([fit.predict(drawn) for fit in fits])]
-    chosen = min(trusted or every, key=lambda fit: fit.bic(drawn))  # the first of equals
-    return chosen if drawn is x else _refit(chosen, chosen.means_, chosen.precisions_, x)
-
-
-def reproduced(partitions: list[np.ndarray]) -> list[int]:
-    """The indices of the partitions (each (N,)) that another one of them matches (adjusted Rand
-    index above SAME_PARTITION_ARI)."""
-    return [
-        i
-        for i, partition in enumerate(partitions)
-        if any(
-            adjusted_rand_score(partition, other) > SAME_PARTITION_ARI
-            for j, other in enumerate(partitions)
-            if j != i
-        )
-    ]
-
-
 @dataclass
-class LabelledMixture:
-    """A mixture whose component k is class k. weights_ (K,), means_ (K, F), covariances_
-    (K, F, F) for "full" or (K, F) for "diag"; log_likelihood: the total over the rows it was
-    fitted to, a labelled row counted under its own class's component."""
+class Mixture:
+    """A fitted Gaussian mixture: weights_ (K,), means_ (K, F), covariances_ (K, F, F) for
+    "full" or (K, F) for "diag"; log_likelihood: the total over the rows it was fitted to, a
+    labelled row counted under its own class's component."""
 
     covariance: str
     weights_: np.ndarray
@@ -155,6 +75,10 @@ class LabelledMixture:
         joint = self.log_joint(x)
         return np.exp(joint - logsumexp(joint, 1, keepdims=True))
 
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The most probable component of each row: (N, F) -> (N,)."""
+        return self.log_joint(x).argmax(1)
+
     def n_parameters(self) -> int:
         k, f = self.means_.shape
         per_component = f * (f + 1) // 2 if self.covariance == "full" else f
@@ -164,16 +88,109 @@ class LabelledMixture:
         return -2 * self.log_likelihood + self.n_parameters() * np.log(n_rows)
 
 
-def responsibilities(mixture: LabelledMixture, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def fit_mixture(
+    k: int, x: np.ndarray, covariance: str, seed: int, n_init: int = 1
+) -> GaussianMixture:
+    """A k-component Gaussian mixture fitted to rows x (N, F) by scikit-learn, the most likely
+    of `n_init` seeded fits (autoencoder codes: continuous, no floor needed)."""
+    mixture = GaussianMixture(
+        k, covariance_type=covariance, reg_covar=REG_COVAR, n_init=n_init, random_state=seed
+    )
+    return mixture.fit(np.asarray(x, dtype=np.float64))
+
+
+def quantisation_floor(x: np.ndarray) -> np.ndarray:
+    """Each feature's least variance (F,): h^2 / 12 for h the smallest gap between its distinct
+    values in rows x (N, F), at least REG_COVAR (a continuous feature's h is tiny)."""
+    floors = []
+    for column in x.T:
+        values = np.unique(column)
+        gap = np.diff(values).min() if len(values) > 1 else 0.0
+        floors.append(gap**2 / 12)
+    return np.maximum(np.array(floors), REG_COVAR)
+
+
+def whitening(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean (F,) and the map A (F, F) that take rows x (N, F) to (x - mean) @ A, their
+    principal axes scaled to unit variance (a constant direction is left at its scale)."""
+    mean = x.mean(0)
+    variances, axes = np.linalg.eigh(np.cov(x.T, bias=True).reshape(x.shape[1], x.shape[1]))
+    return mean, axes / np.sqrt(np.where(variances > REG_COVAR, variances, 1.0))
+
+
+def _kmeans_partition(k: int, x: np.ndarray, seed: int) -> np.ndarray:
+    """One seeded k-means run's partition of rows x (N, F) as responsibilities (N, K), the start
+    GaussianMixture's init_params="kmeans" makes."""
+    return np.eye(k)[KMeans(k, n_init=1, random_state=seed).fit_predict(x)]
+
+
+def _fit_from_partition(
+    x: np.ndarray, resp: np.ndarray, covariance: str, floor: np.ndarray
+) -> Mixture:
+    """Unlabelled EM on rows x (N, F) from the mixture that responsibilities resp (N, K) make."""
+    unlabelled = np.full(len(x), -1)
+    return _expectation_maximisation(x, unlabelled, _maximise(x, resp, covariance, floor), floor)
+
+
+def fit_reproduced_mixture(
+    k: int, x: np.ndarray, covariances: tuple[str, ...], seed: int, n_init: int
+) -> Mixture:
+    """The k-component mixture of rows x (N, F) with the lowest BIC among the seeded fits whose
+    partition another fit of the same covariance reproduces; the lowest of all when none is.
+    Beyond SELECTION_ROWS rows the fits are made on a seeded draw of them, and the chosen one
+    is refitted on all.
+
+    Each covariance ("full", "diag") is fitted from `n_init` seeded k-means starts on x; "full"
+    also from `n_init` k-means starts in the whitened space (the same densities, another metric
+    for k-means: it finds crabs' species x sex, which starts on x miss). An optimum that one
+    start alone reaches is not trusted: on breast cancer such one-off fits are likelier than the
+    mixture every start finds and split the diagnosis worse (benchmarks/results/suite/)."""
+    x = np.asarray(x, dtype=np.float64)
+    floor = quantisation_floor(x)
+    rng = np.random.default_rng(seed)
+    seeds = [int(s) for s in rng.integers(2**31, size=n_init)]
+    drawn = x[np.sort(rng.permutation(len(x))[:SELECTION_ROWS])] if len(x) > SELECTION_ROWS else x
+    mean, a = whitening(drawn)
+    trusted, every = [], []
+    for covariance in covariances:
+        starts = [_kmeans_partition(k, drawn, s) for s in seeds]
+        if covariance == "full":
+            starts += [_kmeans_partition(k, (drawn - mean) @ a, s) for s in seeds]
+        fits = [_fit_from_partition(drawn, resp, covariance, floor) for resp in starts]
+        every += fits
+        trusted += [fits[i] for i in reproduced([fit.predict(drawn) for fit in fits])]
+    chosen = min(trusted or every, key=lambda fit: fit.bic(len(drawn)))  # the first of equals
+    if drawn is x:
+        return chosen
+    return _expectation_maximisation(x, np.full(len(x), -1), chosen, floor)
+
+
+def reproduced(partitions: list[np.ndarray]) -> list[int]:
+    """The indices of the partitions (each (N,)) that another one of them matches (adjusted Rand
+    index above SAME_PARTITION_ARI)."""
+    return [
+        i
+        for i, partition in enumerate(partitions)
+        if any(
+            adjusted_rand_score(partition, other) > SAME_PARTITION_ARI
+            for j, other in enumerate(partitions)
+            if j != i
+        )
+    ]
+
+
+def responsibilities(mixture: Mixture, x: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
     """p(y | x) (N, K) with a labelled row's (labels >= 0) held at its class (one-hot)."""
-    known = labels >= 0
     resp = mixture.predict_proba(x)
-    resp[known] = np.eye(resp.shape[1])[labels[known]]
+    if labels is not None:
+        known = labels >= 0
+        resp[known] = np.eye(resp.shape[1])[labels[known]]
     return resp
 
 
-def _maximise(x: np.ndarray, resp: np.ndarray, covariance: str) -> LabelledMixture:
-    """The M step: the mixture that the responsibilities resp (N, K) make of rows x (N, F)."""
+def _maximise(x: np.ndarray, resp: np.ndarray, covariance: str, floor: np.ndarray) -> Mixture:
+    """The M step: the mixture that the responsibilities resp (N, K) make of rows x (N, F), each
+    feature's variance raised by its floor (F,)."""
     counts = resp.sum(0) + 10 * np.finfo(float).eps
     means = resp.T @ x / counts[:, None]
     covariances = []
@@ -181,14 +198,13 @@ def _maximise(x: np.ndarray, resp: np.ndarray, covariance: str) -> LabelledMixtu
         centred = x - mean
         weighted = resp[:, j, None] * centred
         if covariance == "diag":
-            covariances.append((weighted * centred).sum(0) / counts[j] + REG_COVAR)
+            covariances.append((weighted * centred).sum(0) / counts[j] + floor)
         else:
-            cov = weighted.T @ centred / counts[j]
-            covariances.append(cov + REG_COVAR * np.eye(x.shape[1]))
-    return LabelledMixture(covariance, counts / len(x), means, np.stack(covariances))
+            covariances.append(weighted.T @ centred / counts[j] + np.diag(floor))
+    return Mixture(covariance, counts / len(x), means, np.stack(covariances))
 
 
-def _expectation(x: np.ndarray, labels: np.ndarray, mixture: LabelledMixture) -> np.ndarray:
+def _expectation(x: np.ndarray, labels: np.ndarray, mixture: Mixture) -> np.ndarray:
     """The E step: the responsibilities (N, K), a labelled row's held at its class; sets the
     mixture's log_likelihood, a labelled row's under its class's component."""
     known = labels >= 0
@@ -203,13 +219,14 @@ def _expectation(x: np.ndarray, labels: np.ndarray, mixture: LabelledMixture) ->
 
 
 def _expectation_maximisation(
-    x: np.ndarray, labels: np.ndarray, start: LabelledMixture
-) -> LabelledMixture:
-    """EM from `start` with the labelled rows' responsibilities held at their class."""
+    x: np.ndarray, labels: np.ndarray, start: Mixture, floor: np.ndarray
+) -> Mixture:
+    """EM on rows x (N, F) from `start`, the labelled rows' (labels (N,) >= 0) responsibilities
+    held at their class."""
     mixture = start
     resp = _expectation(x, labels, mixture)
     for _ in range(MAX_ITER):
-        fitted = _maximise(x, resp, mixture.covariance)
+        fitted = _maximise(x, resp, mixture.covariance, floor)
         resp = _expectation(x, labels, fitted)
         gain = fitted.log_likelihood - mixture.log_likelihood
         mixture = fitted
@@ -218,48 +235,47 @@ def _expectation_maximisation(
     return mixture
 
 
-def _matched_to_classes(
-    fit: GaussianMixture, x: np.ndarray, labels: np.ndarray, covariance: str
-) -> LabelledMixture:
+def _matched_to_classes(fit: Mixture, x: np.ndarray, labels: np.ndarray) -> Mixture:
     """An unsupervised fit with its components reordered so that component k is the one the
     labelled rows of class k fall in most (Hungarian matching of their responsibilities)."""
     known = labels >= 0
-    k = fit.n_components
+    k = len(fit.weights_)
     support = np.zeros((k, k))  # (classes, components)
     np.add.at(support, labels[known], fit.predict_proba(x[known]))
     classes, components = linear_sum_assignment(support, maximize=True)
     order = components[np.argsort(classes)]
-    return LabelledMixture(
-        covariance, fit.weights_[order], fit.means_[order], fit.covariances_[order]
-    )
+    return Mixture(fit.covariance, fit.weights_[order], fit.means_[order], fit.covariances_[order])
 
 
 def _class_means_start(
-    x: np.ndarray, labels: np.ndarray, k: int, covariance: str
-) -> LabelledMixture | None:
+    x: np.ndarray, labels: np.ndarray, k: int, covariance: str, floor: np.ndarray
+) -> Mixture | None:
     """Components at the labelled rows' class means, each with the covariance of all the rows,
     equal weights; None unless every class has a labelled row."""
     known = labels >= 0
     if len(np.unique(labels[known])) < k:
         return None
     means = np.stack([x[labels == c].mean(0) for c in range(k)])
-    cov = np.cov(x.T).reshape(x.shape[1], x.shape[1]) + REG_COVAR * np.eye(x.shape[1])
+    cov = np.cov(x.T).reshape(x.shape[1], x.shape[1]) + np.diag(floor)
     spread = np.diag(cov) if covariance == "diag" else cov
-    return LabelledMixture(covariance, np.full(k, 1 / k), means, np.stack([spread] * k))
+    return Mixture(covariance, np.full(k, 1 / k), means, np.stack([spread] * k))
 
 
 def fit_labelled_mixture(
     k: int, x: np.ndarray, labels: np.ndarray, covariance: str, seed: int, n_init: int
-) -> LabelledMixture:
+) -> Mixture:
     """A k-component mixture of rows x (N, F) with component k = class k for the labelled rows
     (labels (N,), -1 unknown): semi-supervised EM from the class means and from `n_init` seeded
     unsupervised fits matched to the classes, the most likely kept (the first of equals)."""
     x = np.asarray(x, dtype=np.float64)
+    floor = quantisation_floor(x)
     seeds = np.random.default_rng(seed).integers(2**31, size=n_init)
-    starts = [_class_means_start(x, labels, k, covariance)]
+    starts = [_class_means_start(x, labels, k, covariance, floor)]
     starts += [
-        _matched_to_classes(fit_mixture(k, x, covariance, int(s)), x, labels, covariance)
+        _matched_to_classes(
+            _fit_from_partition(x, _kmeans_partition(k, x, int(s)), covariance, floor), x, labels
+        )
         for s in seeds
     ]
-    fits = [_expectation_maximisation(x, labels, s) for s in starts if s is not None]
+    fits = [_expectation_maximisation(x, labels, s, floor) for s in starts if s is not None]
     return max(fits, key=lambda fit: fit.log_likelihood)

@@ -29,7 +29,7 @@ from sklearn.mixture import GaussianMixture
 from gmvae.model.losses import reconstruction_nll
 from gmvae.model.network import MIN_VARIANCE, GMVAENet
 from gmvae.train.mixtures import (
-    LabelledMixture,
+    Mixture,
     fit_labelled_mixture,
     fit_mixture,
     fit_reproduced_mixture,
@@ -132,21 +132,18 @@ def start_from_inputs(
     k = model.config.n_components
     if known is None:
         mixture = fit_reproduced_mixture(k, x, shapes, seed, MIXTURE_INITS)
-        log_likelihood = float(mixture.score(x))
     else:
         x_labels = known[fitted_rows.cpu().numpy()]
         fits = [
             fit_labelled_mixture(k, x, x_labels, shape, seed, MIXTURE_INITS) for shape in shapes
         ]
         mixture = min(fits, key=lambda fit: fit.bic(len(x)))
-        log_likelihood = mixture.log_likelihood / len(x)
 
     def probabilities(rows: torch.Tensor) -> torch.Tensor:
         """The mixture's responsibilities (B, M) for the rows (B,), a labelled row's its class."""
         rows_x = read(rows).cpu().numpy().astype(np.float64)
-        if known is None:
-            return torch.as_tensor(mixture.predict_proba(rows_x))
-        return torch.as_tensor(responsibilities(mixture, rows_x, known[rows.cpu().numpy()]))
+        labels_of_rows = None if known is None else known[rows.cpu().numpy()]
+        return torch.as_tensor(responsibilities(mixture, rows_x, labels_of_rows))
 
     start_proportions(model, mixture)
     with torch.no_grad():
@@ -157,10 +154,10 @@ def start_from_inputs(
     # clustered breast cancer, iris and penguins worse (the suite's default-teach-one-adam row).
     for _ in range(-(-TEACH_STEPS // -(-n_rows // batch_size))):
         teach_clusters(model, n_rows, read, targets, batch_size, lr, generator)
-    return log_likelihood
+    return mixture.log_likelihood / len(x)
 
 
-def start_proportions(model: GMVAENet, mixture: GaussianMixture | LabelledMixture) -> None:
+def start_proportions(model: GMVAENet, mixture: GaussianMixture | Mixture) -> None:
     """Learned proportions p(y), when the model has them, start from the mixture's weights."""
     if model.proportion_logits is not None:
         with torch.no_grad():
