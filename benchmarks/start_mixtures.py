@@ -39,7 +39,7 @@ from benchmarks.suite import DATASETS, NEEDS, whiten
 from gmvae.run.metrics import clustering_scores
 from gmvae.run.settings import parse_int_range
 
-# As the default's fits (src/gmvae/train/mixtures.py and pretraining.py).
+# As the default's fits were before commit 7aed8c3 (scikit-learn's EM, no quantisation floor).
 REG_COVAR = 1e-4
 INITS = 10
 FOLDS = 5
