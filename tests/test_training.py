@@ -110,8 +110,9 @@ IMSAT_TERMS = dict(
         # stopped in epoch 1, after the pretraining and before the first checkpoint: resuming
         # must not pretrain again (the weights would then differ from the straight run's)
         ({"pretrain_epochs": 1, "kl_warmup": 1}, None, 1),
+        ({"lr_schedule": "cosine"}, None, 2),
     ],
-    ids=["reference", "imsat-terms", "semi-supervised", "pretrained-kl-warmup"],
+    ids=["reference", "imsat-terms", "semi-supervised", "pretrained-kl-warmup", "cosine-lr"],
 )
 def test_resuming_from_a_mid_epoch_checkpoint_continues_exactly(
     digits, tmp_path, objective, per_class, stop_epoch
@@ -309,3 +310,13 @@ def test_the_start_from_the_inputs_mixture_is_recorded_in_the_first_epoch(tmp_pa
     assert "mixture_log_likelihood" not in history[1]
     clusters = inference.cluster_probabilities(model, x).argmax(1)
     assert cluster_accuracy(np.repeat([0, 1], 60), clusters, 2) == 1.0
+
+
+def test_the_cosine_schedule_starts_at_the_learning_rate_and_falls_to_near_zero(digits, tmp_path):
+    trainer = tiny_trainer(tmp_path, lr=1e-3, lr_schedule="cosine")
+    assert trainer.learning_rate(0, 30) == 1e-3
+    assert trainer.learning_rate(15, 30) == pytest.approx(5e-4)
+    trainer.fit(torch.as_tensor(digits[0][:500]), progress=False)
+    recorded = [record["lr"] for record in trainer.history]  # each epoch's last step's
+    assert recorded[0] > recorded[1] > recorded[2] > 0
+    assert recorded[2] < 1e-5

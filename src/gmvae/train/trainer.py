@@ -32,6 +32,7 @@ from gmvae.train.objective import Objective, Progress, StepInputs
 from gmvae.train.pretraining import pretrain, start_from_inputs
 
 NONFINITE_POLICIES = ("stop", "skip")
+LR_SCHEDULES = ("constant", "cosine")
 MIXTURE_STARTS = ("none", "inputs", "auto")
 # What the start from a mixture records in the first epoch's record.
 START_RECORDS = ("pretrain_rec", "mixture_log_likelihood")
@@ -46,6 +47,14 @@ class TrainConfig:
     epochs: int = field(default=50, metadata={"help": "passes over the training data"})
     batch_size: int = field(default=64, metadata={"help": "examples per optimizer step"})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    lr_schedule: str = field(
+        default="constant",
+        metadata={
+            "help": "constant: --lr at every step; cosine: from --lr at the first step down "
+            "towards 0 at the last, along half a cosine",
+            "choices": LR_SCHEDULES,
+        },
+    )
     labelled_batch_size: int = field(
         default=64,
         metadata={
@@ -110,6 +119,8 @@ class TrainConfig:
                 "a run starts from one mixture: on the inputs (mixture_start inputs) or on "
                 "pretrained codes (pretrain_epochs), not both"
             )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise GMVAEError(f"lr_schedule must be one of {LR_SCHEDULES}")
         if self.on_nonfinite not in NONFINITE_POLICIES:
             raise GMVAEError(f"on_nonfinite must be one of {NONFINITE_POLICIES}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -331,6 +342,8 @@ class Trainer:
             if not finite:
                 self._nonfinite(out.sums, epoch + 1, step + 1)
                 continue
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.learning_rate(at.done - 1, cfg.epochs * steps)
             self.optimizer.step()
             with torch.no_grad():  # summed on the device, read once per epoch
                 for name in sums:
@@ -371,6 +384,13 @@ class Trainer:
             **merged,
             "seconds": time.perf_counter() - started,
         }
+
+    def learning_rate(self, step: int, total: int) -> float:
+        """The learning rate of step `step` (0-based) of `total`: a function of the step alone,
+        so that a resumed run takes the same steps."""
+        if self.config.lr_schedule == "constant":
+            return self.config.lr
+        return self.config.lr * 0.5 * (1 + math.cos(math.pi * step / total))
 
     def _start_epoch(self, source: BatchSource, epoch: int) -> dict:
         """A new epoch's position and running sums (what a checkpoint saves mid-epoch). The
