@@ -157,8 +157,7 @@ def test_nonfinite_loss_stops_naming_epoch_and_term_and_keeps_the_good_checkpoin
     trainer = tiny_trainer(tmp_path, epochs=1)
     trainer.fit(x, progress=False)
     good = (tmp_path / "ckpt.pt").read_bytes()
-    trainer.config = TrainConfig(epochs=2, batch_size=50)
-    trainer.optimizer.param_groups[0]["lr"] = 1e10  # absurd: the weights blow up
+    trainer.config = TrainConfig(epochs=2, batch_size=50, lr=1e10)  # absurd: the weights blow up
     with pytest.raises(NonFiniteError, match=r"non-finite loss term '\w+' in epoch 2, step \d+"):
         trainer.fit(x, progress=False)
     assert (tmp_path / "ckpt.pt").read_bytes() == good
