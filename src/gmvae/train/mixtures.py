@@ -11,8 +11,8 @@ rows' class means, and the unlabelled fits matched to the classes) and one is ke
 Every component's variances are held above each feature's quantisation floor: a feature recorded
 on a grid of step h (integer scores, counts, flags) has at least the variance of rounding to it,
 h^2 / 12 (Sheppard's correction). Without the floor, a component can shrink onto the rows that
-share one grid value and win the likelihood without separating anything (benchmarks/results/
-suite/: biopsy's 1-10 scores).
+share one grid value and win the likelihood without separating anything (tests/test_mixtures.py:
+a table of 1-10 scores).
 
 Shapes: N rows, F features, K components.
 """
