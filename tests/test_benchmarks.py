@@ -66,6 +66,28 @@ def test_the_suite_scores_every_method_per_seed_and_summarises_over_seeds():
     assert "| iris | KMeans |" in suite.markdown(summary)
 
 
+def test_the_suite_takes_a_table_file_and_its_label_column_as_a_data_set(tmp_path):
+    from sklearn.datasets import load_iris
+
+    from benchmarks import suite
+    from gmvae.errors import GMVAEError
+
+    frame = load_iris(as_frame=True).frame
+    frame["target"] = frame["target"].map({0: "setosa", 1: "versicolor", 2: "virginica"})
+    frame.to_csv(tmp_path / "flowers.csv", index=False)
+    data = suite.load(f"{tmp_path / 'flowers.csv'}:target")
+    named = suite.DATASETS["iris"]()
+    assert (data.name, data.k, data.x.shape) == ("flowers", 3, (150, 4))
+    np.testing.assert_allclose(data.x, named.x)
+    np.testing.assert_array_equal(data.y, named.y)
+    kmeans = suite.run_seed(data, 0, methods_kept={"KMeans"})
+    assert kmeans[0]["dataset"] == "flowers" and kmeans[0]["acc"] > 80
+    with pytest.raises(GMVAEError, match="FILE:COLUMN"):
+        suite.load("flowers")
+    with pytest.raises(GMVAEError, match="species"):
+        suite.load(f"{tmp_path / 'flowers.csv'}:species")
+
+
 def test_the_unequal_draw_keeps_four_times_as_many_zeros_as_nines(tmp_path):
     import numpy as np
 
