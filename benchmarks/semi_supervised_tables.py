@@ -5,6 +5,8 @@ the same labelled draw, on the suite's tables, once per seed.
         [--labels-per-class 5] [--seeds 0-4] [--datasets wine,iris] \
         [--settings '{"objective": {"w_labelled": 5}}']
 
+--datasets also takes a table of your own as FILE:COLUMN, as benchmarks.suite does.
+
 Per seed: N labels per class drawn with the seed (gmvae.data.labels.draw_per_class), the rest
 unlabelled; `GMVAE(n_clusters=K, semi_supervised=True, random_state=seed).fit(X, y)` on the table
 as given (--settings: the estimator's `settings`, for measuring a remedy), and on its
@@ -29,9 +31,10 @@ from sklearn.semi_supervised import LabelSpreading, SelfTrainingClassifier
 
 from benchmarks.clustering import write_csv
 from benchmarks.provenance import benchmark_record, command_line
-from benchmarks.suite import DATASETS, NEEDS, LabelledData
+from benchmarks.suite import DATASETS, NEEDS, LabelledData, load
 from gmvae import GMVAE
 from gmvae.data.labels import draw_per_class
+from gmvae.errors import GMVAEError
 from gmvae.run.settings import parse_int_range
 
 TABLES = ("wine", "breast-cancer", "iris", "penguins", "crabs", "cars")
@@ -118,13 +121,15 @@ def main() -> None:
     parser.add_argument("--settings", type=json.loads, help="JSON: the GMVAE's settings")
     args = parser.parse_args()
     names = args.datasets.split(",")
-    unknown = sorted(set(names) - set(TABLES))
-    if unknown:
-        raise SystemExit(f"unknown tables {unknown}; known: {', '.join(TABLES)}")
+    not_tables = sorted(set(names) & set(DATASETS) - set(TABLES))
+    if not_tables:
+        raise SystemExit(f"{not_tables} are not tables; the suite's tables: {', '.join(TABLES)}")
     try:
-        tables = [DATASETS[name]() for name in names]
+        tables = [load(name) for name in names]
     except ImportError as err:
         raise SystemExit(f"{err}: the suite's data sets need {NEEDS}") from None
+    except GMVAEError as err:
+        raise SystemExit(str(err)) from None
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for data in tables:
