@@ -120,3 +120,33 @@ def test_without_the_floor_a_component_shrinks_onto_one_score_and_expels_its_cla
     without = fit_reproduced_mixture(2, x, ("full", "diag"), seed=0, n_init=10).predict(x)
     assert adjusted_rand_score(classes, with_floor) > 0.85
     assert adjusted_rand_score(classes, without) < 0.75
+
+
+def two_groups_and_swapped_records(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (204, 4) like measured and reported height and weight of two groups: each row's
+    reported pair is its measured pair plus a little noise (features nearly collinear), and 4
+    rows of the second group have their reported pair swapped (outliers off that line).
+    Returns the rows and each row's group."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat([0, 1], 102)
+    measured = np.where(groups[:, None] == 0, [165.0, 60.0], [178.0, 77.0])
+    measured = measured + rng.normal(size=(204, 2)) * [6.0, 7.0]
+    reported = measured + rng.normal(size=(204, 2)) * 1.5
+    reported[-4:] = reported[-4:, ::-1]
+    x = np.hstack([measured, reported])
+    return (x - x.mean(0)) / x.std(0), groups
+
+
+def test_a_start_finds_the_groups_not_a_component_on_a_few_outlying_rows_however_likely():
+    x, groups = two_groups_and_swapped_records()
+    predicted = fit_reproduced_mixture(2, x, ("full", "diag"), 0, 5).predict(x)
+    assert np.bincount(predicted).min() >= 2 * (x.shape[1] + 1)
+    assert adjusted_rand_score(groups, predicted) > 0.6
+
+
+def test_without_the_population_rule_the_outlying_rows_win_a_component(monkeypatch):
+    monkeypatch.setattr(mixtures, "ROWS_PER_FULL_COMPONENT", 0)
+    x, groups = two_groups_and_swapped_records()
+    predicted = fit_reproduced_mixture(2, x, ("full", "diag"), 0, 5).predict(x)
+    assert np.bincount(predicted).min() < 2 * (x.shape[1] + 1)
+    assert adjusted_rand_score(groups, predicted) < 0.1

@@ -37,6 +37,11 @@ TOL = 1e-3
 MAX_ITER = 100
 # Two fits whose partitions agree above this adjusted Rand index found the same optimum.
 SAME_PARTITION_ARI = 0.9
+# A full-covariance component estimated from fewer than this many times F + 1 rows (F + 1: the
+# fewest that make its covariance nonsingular) fits a few outlying rows, not a cluster: such a
+# component's covariance is near singular and its density a spike that wins the likelihood and
+# BIC. A fit with one is not a candidate for a table's start while any fit without one is.
+ROWS_PER_FULL_COMPONENT = 2
 # A table's candidate fits see at most this many rows (a seeded draw) and the chosen one is
 # refitted on all, so that the 30 fits keep a 10,000-row table within its minute
 # (benchmarks/results/table-speed/).
@@ -136,7 +141,9 @@ def fit_reproduced_mixture(
     k: int, x: np.ndarray, covariances: tuple[str, ...], seed: int, n_init: int
 ) -> Mixture:
     """The k-component mixture of rows x (N, F) with the lowest BIC among the seeded fits whose
-    partition another fit of the same covariance reproduces; the lowest of all when none is.
+    partition another fit of the same covariance reproduces and whose components are all well
+    populated (`well_populated`); failing that, among the well-populated fits; failing that, of
+    all.
     Beyond SELECTION_ROWS rows the fits are made on a seeded draw of them, and the chosen one
     is refitted on all.
 
@@ -151,18 +158,30 @@ def fit_reproduced_mixture(
     seeds = [int(s) for s in rng.integers(2**31, size=n_init)]
     drawn = x[np.sort(rng.permutation(len(x))[:SELECTION_ROWS])] if len(x) > SELECTION_ROWS else x
     mean, a = whitening(drawn)
-    trusted, every = [], []
+    trusted, populated, every = [], [], []
     for covariance in covariances:
         starts = [_kmeans_partition(k, drawn, s) for s in seeds]
         if covariance == "full":
             starts += [_kmeans_partition(k, (drawn - mean) @ a, s) for s in seeds]
         fits = [_fit_from_partition(drawn, resp, covariance, floor) for resp in starts]
         every += fits
+        fits = [fit for fit in fits if well_populated(fit, drawn)]
+        populated += fits
         trusted += [fits[i] for i in reproduced([fit.predict(drawn) for fit in fits])]
-    chosen = min(trusted or every, key=lambda fit: fit.bic(len(drawn)))  # the first of equals
+    candidates = trusted or populated or every
+    chosen = min(candidates, key=lambda fit: fit.bic(len(drawn)))  # the first of equals
     if drawn is x:
         return chosen
     return _expectation_maximisation(x, np.full(len(x), -1), chosen, floor)
+
+
+def well_populated(fit: Mixture, x: np.ndarray) -> bool:
+    """Whether every component of the fit holds, as the most probable one, at least
+    ROWS_PER_FULL_COMPONENT * (F + 1) of the rows x (N, F); diagonal fits always do."""
+    if fit.covariance != "full":
+        return True
+    sizes = np.bincount(fit.predict(x), minlength=len(fit.weights_))
+    return int(sizes.min()) >= ROWS_PER_FULL_COMPONENT * (x.shape[1] + 1)
 
 
 def reproduced(partitions: list[np.ndarray]) -> list[int]:
