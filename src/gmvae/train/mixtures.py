@@ -165,9 +165,10 @@ def fit_reproduced_mixture(
             starts += [_kmeans_partition(k, (drawn - mean) @ a, s) for s in seeds]
         fits = [_fit_from_partition(drawn, resp, covariance, floor) for resp in starts]
         every += fits
-        fits = [fit for fit in fits if well_populated(fit, drawn)]
-        populated += fits
-        trusted += [fits[i] for i in reproduced([fit.predict(drawn) for fit in fits])]
+        partitions = [fit.predict(drawn) for fit in fits]
+        kept = [i for i, part in enumerate(partitions) if well_populated(fits[i], part, drawn)]
+        populated += [fits[i] for i in kept]
+        trusted += [fits[kept[j]] for j in reproduced([partitions[i] for i in kept])]
     candidates = trusted or populated or every
     chosen = min(candidates, key=lambda fit: fit.bic(len(drawn)))  # the first of equals
     if drawn is x:
@@ -175,12 +176,13 @@ def fit_reproduced_mixture(
     return _expectation_maximisation(x, np.full(len(x), -1), chosen, floor)
 
 
-def well_populated(fit: Mixture, x: np.ndarray) -> bool:
-    """Whether every component of the fit holds, as the most probable one, at least
-    ROWS_PER_FULL_COMPONENT * (F + 1) of the rows x (N, F); diagonal fits always do."""
+def well_populated(fit: Mixture, partition: np.ndarray, x: np.ndarray) -> bool:
+    """Whether every component of the fit is the most probable one (`partition` (N,), its
+    predict(x)) for at least ROWS_PER_FULL_COMPONENT * (F + 1) of the rows x (N, F); diagonal
+    fits always are."""
     if fit.covariance != "full":
         return True
-    sizes = np.bincount(fit.predict(x), minlength=len(fit.weights_))
+    sizes = np.bincount(partition, minlength=len(fit.weights_))
     return int(sizes.min()) >= ROWS_PER_FULL_COMPONENT * (x.shape[1] + 1)
 
 
