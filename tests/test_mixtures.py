@@ -5,7 +5,9 @@ from sklearn.metrics import adjusted_rand_score
 from gmvae.data.labels import draw_per_class
 from gmvae.train import mixtures
 from gmvae.train.mixtures import (
+    Mixture,
     fit_labelled_mixture,
+    fit_labelled_start,
     fit_mixture,
     fit_reproduced_mixture,
     reproduced,
@@ -150,3 +152,38 @@ def test_without_the_population_rule_the_outlying_rows_win_a_component(monkeypat
     predicted = fit_reproduced_mixture(2, x, ("full", "diag"), 0, 5).predict(x)
     assert np.bincount(predicted).min() < 2 * (x.shape[1] + 1)
     assert adjusted_rand_score(groups, predicted) < 0.1
+
+
+def test_a_labelled_start_drops_a_likelier_full_fit_whose_labelled_rows_fall_in_one_component():
+    x, groups = two_groups_and_swapped_records()
+    labels = draw_per_class(groups, 5, seed=0)
+    full = fit_labelled_mixture(2, x, labels, "full", seed=0, n_init=5)
+    diag = fit_labelled_mixture(2, x, labels, "diag", seed=0, n_init=5)
+    assert full.bic(len(x)) < diag.bic(len(x))  # BIC alone would keep the spike on 4 rows
+    assert mixtures.labelled_agreement(full, x, labels) < mixtures.labelled_agreement(
+        diag, x, labels
+    )
+    start = fit_labelled_start(2, x, labels, ("full", "diag"), seed=0, n_init=5)
+    assert start.covariance == "diag"
+    assert np.mean(start.predict(x) == groups) > 0.9
+
+
+def test_a_diagonal_start_chosen_by_bic_is_kept_though_a_full_fit_agrees_more_with_the_labels(
+    monkeypatch,
+):
+    x = np.array([[0.0], [1.0], [4.0], [5.0]])
+    labels = np.array([0, 1, 1, -1])
+    # The full fit puts every labelled row in its class; the diagonal one puts row 1 in class 0
+    # but is far likelier, so BIC keeps it: full covariances are not preferred on that evidence.
+    fits = {
+        "full": Mixture("full", np.full(2, 0.5), np.array([[0.0], [1.5]]), np.full((2, 1, 1), 0.1)),
+        "diag": Mixture("diag", np.full(2, 0.5), np.array([[0.5], [4.5]]), np.ones((2, 1))),
+    }
+    fits["full"].log_likelihood, fits["diag"].log_likelihood = -100.0, -1.0
+    monkeypatch.setattr(
+        mixtures, "fit_labelled_mixture", lambda k, x, labels, shape, seed, n_init: fits[shape]
+    )
+    assert mixtures.labelled_agreement(fits["full"], x, labels) == 1.0
+    assert mixtures.labelled_agreement(fits["diag"], x, labels) < 1.0
+    start = fit_labelled_start(2, x, labels, ("full", "diag"), seed=0, n_init=1)
+    assert start is fits["diag"]

@@ -300,3 +300,35 @@ def fit_labelled_mixture(
     ]
     fits = [_expectation_maximisation(x, labels, s, floor) for s in starts if s is not None]
     return max(fits, key=lambda fit: fit.log_likelihood)
+
+
+def fit_labelled_start(
+    k: int, x: np.ndarray, labels: np.ndarray, covariances: tuple[str, ...], seed: int, n_init: int
+) -> Mixture:
+    """The start of a semi-supervised table: for each covariance a `fit_labelled_mixture` of rows
+    x (N, F) with labels (N,) (-1 unknown), the one with the lowest BIC kept; but a full fit is
+    dropped for a diagonal one that gives more labelled rows their own class when their labels
+    are hidden (`labelled_agreement`).
+
+    BIC can prefer a full fit that spends a component on a few outlying rows while that class's
+    labelled rows fall in another (a row whose pair of measurements was swapped); the labelled
+    rows are the one evidence of what the classes are. Only a full fit is overruled: its extra
+    freedom fits the labelled rows it was fitted with, so their agreement flatters it."""
+    fits = [fit_labelled_mixture(k, x, labels, shape, seed, n_init) for shape in covariances]
+    chosen = min(fits, key=lambda fit: fit.bic(len(x)))
+    if chosen.covariance != "full":
+        return chosen
+    agreement = labelled_agreement(chosen, x, labels)
+    better = [
+        fit
+        for fit in fits
+        if fit.covariance == "diag" and labelled_agreement(fit, x, labels) > agreement
+    ]
+    return better[0] if better else chosen
+
+
+def labelled_agreement(fit: Mixture, x: np.ndarray, labels: np.ndarray) -> float:
+    """The share of the labelled rows of x (N, F) (labels (N,), -1 unknown) whose most probable
+    component, their label unseen, is their class."""
+    known = labels >= 0
+    return float(np.mean(fit.predict(x[known]) == labels[known]))

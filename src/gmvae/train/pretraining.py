@@ -11,7 +11,7 @@ On the inputs (`start_from_inputs`, for tables): an M-component Gaussian mixture
 the standardised rows and q(y|x) is taught its responsibilities. On a table of a few measured
 features this is the model a user tries first, and the clusters it finds are the start. In a
 semi-supervised run the mixture is fitted with the labelled rows held in their class's component
-(mixtures.fit_labelled_mixture), so the start's cluster k is already class k.
+(mixtures.fit_labelled_start), so the start's cluster k is already class k.
 
 Either way training goes on from clusters that the data's geometry suggests instead of from a
 random q(y|x), and learned proportions p(y) start from the mixture's weights.
@@ -30,7 +30,7 @@ from gmvae.model.losses import reconstruction_nll
 from gmvae.model.network import MIN_VARIANCE, GMVAENet
 from gmvae.train.mixtures import (
     Mixture,
-    fit_labelled_mixture,
+    fit_labelled_start,
     fit_mixture,
     fit_reproduced_mixture,
     responsibilities,
@@ -134,10 +134,7 @@ def start_from_inputs(
         mixture = fit_reproduced_mixture(k, x, shapes, seed, MIXTURE_INITS)
     else:
         x_labels = known[fitted_rows.cpu().numpy()]
-        fits = [
-            fit_labelled_mixture(k, x, x_labels, shape, seed, MIXTURE_INITS) for shape in shapes
-        ]
-        mixture = min(fits, key=lambda fit: fit.bic(len(x)))
+        mixture = fit_labelled_start(k, x, x_labels, shapes, seed, MIXTURE_INITS)
 
     def probabilities(rows: torch.Tensor) -> torch.Tensor:
         """The mixture's responsibilities (B, M) for the rows (B,), a labelled row's its class."""
