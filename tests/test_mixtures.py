@@ -147,10 +147,36 @@ def test_a_start_finds_the_groups_not_a_component_on_a_few_outlying_rows_however
 
 
 def test_without_the_population_rule_the_outlying_rows_win_a_component(monkeypatch):
-    monkeypatch.setattr(mixtures, "ROWS_PER_FULL_COMPONENT", 0)
+    monkeypatch.setattr(mixtures, "ROWS_PER_NONSINGULAR", 0)
     x, groups = two_groups_and_swapped_records()
     predicted = fit_reproduced_mixture(2, x, ("full", "diag"), 0, 5).predict(x)
     assert np.bincount(predicted).min() < 2 * (x.shape[1] + 1)
+    assert adjusted_rand_score(groups, predicted) < 0.1
+
+
+def two_groups_and_two_far_rows(seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Standardised rows (202, 3): two groups of 100 three units apart along the first feature,
+    and two rows far out along the other two. Returns the rows and each row's group (the far
+    rows counted in the second)."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat([0, 1], 100)
+    x = rng.normal(size=(200, 3)) + np.where(groups[:, None] == 0, 0.0, [3.0, 0.0, 0.0])
+    x = np.vstack([x, [[1.5, 8.0, 8.0], [1.5, 9.0, 7.0]]])
+    return (x - x.mean(0)) / x.std(0), np.concatenate([groups, [1, 1]])
+
+
+def test_a_diagonal_start_finds_the_groups_not_a_component_on_two_far_rows():
+    x, groups = two_groups_and_two_far_rows()
+    predicted = fit_reproduced_mixture(2, x, ("diag",), 0, 5).predict(x)
+    assert np.bincount(predicted).min() >= 2 * 2
+    assert adjusted_rand_score(groups, predicted) > 0.6
+
+
+def test_without_the_population_rule_two_far_rows_win_a_diagonal_component(monkeypatch):
+    monkeypatch.setattr(mixtures, "ROWS_PER_NONSINGULAR", 0)
+    x, groups = two_groups_and_two_far_rows()
+    predicted = fit_reproduced_mixture(2, x, ("diag",), 0, 5).predict(x)
+    assert np.bincount(predicted).min() == 2
     assert adjusted_rand_score(groups, predicted) < 0.1
 
 

@@ -37,11 +37,11 @@ TOL = 1e-3
 MAX_ITER = 100
 # Two fits whose partitions agree above this adjusted Rand index found the same optimum.
 SAME_PARTITION_ARI = 0.9
-# A full-covariance component estimated from fewer than this many times F + 1 rows (F + 1: the
-# fewest that make its covariance nonsingular) fits a few outlying rows, not a cluster: such a
-# component's covariance is near singular and its density a spike that wins the likelihood and
+# A component estimated from fewer than this many times the rows that make its covariance
+# nonsingular (F + 1 for a full one, 2 for a diagonal one) fits a few outlying rows, not a
+# cluster: its covariance is near singular and its density a spike that wins the likelihood and
 # BIC. A fit with one is not a candidate for a table's start while any fit without one is.
-ROWS_PER_FULL_COMPONENT = 2
+ROWS_PER_NONSINGULAR = 2
 # A table's candidate fits see at most this many rows (a seeded draw) and the chosen one is
 # refitted on all, so that the 30 fits keep a 10,000-row table within its minute
 # (benchmarks/results/table-speed/).
@@ -178,12 +178,11 @@ def fit_reproduced_mixture(
 
 def well_populated(fit: Mixture, partition: np.ndarray, x: np.ndarray) -> bool:
     """Whether every component of the fit is the most probable one (`partition` (N,), its
-    predict(x)) for at least ROWS_PER_FULL_COMPONENT * (F + 1) of the rows x (N, F); diagonal
-    fits always are."""
-    if fit.covariance != "full":
-        return True
+    predict(x)) for at least ROWS_PER_NONSINGULAR times the rows x (N, F) that make its
+    covariance nonsingular: F + 1 for a full one, 2 for a diagonal one."""
+    nonsingular = x.shape[1] + 1 if fit.covariance == "full" else 2
     sizes = np.bincount(partition, minlength=len(fit.weights_))
-    return int(sizes.min()) >= ROWS_PER_FULL_COMPONENT * (x.shape[1] + 1)
+    return int(sizes.min()) >= ROWS_PER_NONSINGULAR * nonsingular
 
 
 def reproduced(partitions: list[np.ndarray]) -> list[int]:
