@@ -317,13 +317,11 @@ def fit_labelled_start(
     chosen = min(fits, key=lambda fit: fit.bic(len(x)))
     if chosen.covariance != "full":
         return chosen
-    agreement = labelled_agreement(chosen, x, labels)
-    better = [
-        fit
-        for fit in fits
-        if fit.covariance == "diag" and labelled_agreement(fit, x, labels) > agreement
-    ]
-    return better[0] if better else chosen
+    diagonal = next((fit for fit in fits if fit.covariance == "diag"), None)
+    if diagonal is None:
+        return chosen
+    agrees_more = labelled_agreement(diagonal, x, labels) > labelled_agreement(chosen, x, labels)
+    return diagonal if agrees_more else chosen
 
 
 def labelled_agreement(fit: Mixture, x: np.ndarray, labels: np.ndarray) -> float:
