@@ -12,6 +12,7 @@ from gmvae.model.network import GMVAENet, ModelConfig
 from gmvae.train.objective import (
     REGULARISERS,
     SEMI_SUPERVISED_CONSISTENCY,
+    SEMI_SUPERVISED_START,
     Objective,
     ObjectiveConfig,
     Progress,
@@ -32,6 +33,8 @@ def objective_for(
     )
     objective = Objective(GMVAENet(config), ObjectiveConfig(**settings))
     objective.prepare(BatchSource(x, CPU, labels), NeighbourSearch(x, 0, CPU))
+    # what a start on the inputs would hold q(y|x) to (Trainer._phases_before_training)
+    objective.start_probabilities = torch.rand(len(x), 3).softmax(-1)
     return objective
 
 
@@ -164,6 +167,29 @@ def test_unset_consistency_is_on_for_labelled_images_only_and_a_set_weight_is_ke
     assert chosen.for_inputs(images=False).w_consistency == 0.0
     with pytest.raises(GMVAEError):
         ObjectiveConfig(w_consistency=-1.0).validate()
+
+
+def test_unset_start_weight_is_on_for_labelled_tables_started_on_their_inputs_only():
+    unset = ObjectiveConfig()
+    on = unset.for_inputs(images=False, labelled=True, started_on_inputs=True)
+    assert on.w_start == SEMI_SUPERVISED_START > 0
+    assert unset.for_inputs(images=False, started_on_inputs=True).w_start == 0.0
+    assert unset.for_inputs(images=False, labelled=True).w_start == 0.0
+    chosen = ObjectiveConfig(w_start=0.5)
+    assert chosen.for_inputs(images=False, started_on_inputs=True).w_start == 0.5
+
+
+def test_start_term_is_the_cross_entropy_to_the_start_probabilities_and_off_without_them():
+    x = torch.rand(6, 16)
+    objective = objective_for(x, w_start=2.0)
+    start = objective.start_probabilities
+    out = step(objective, x)
+    log_q = objective.network.component_logits(x).log_softmax(-1)
+    torch.testing.assert_close(out.sums["start"], -(start * log_q).sum())
+    objective.rename_clusters(torch.tensor([2, 0, 1]))  # the network's clusters renamed
+    torch.testing.assert_close(objective.start_probabilities, start[:, [2, 0, 1]])
+    objective.start_probabilities = None
+    assert "start" not in step(objective, x).sums
 
 
 def test_temperature_follows_the_reference_schedule():

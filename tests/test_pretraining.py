@@ -67,7 +67,9 @@ def test_a_table_starts_from_the_mixture_on_its_rows_with_its_proportions():
     model = GMVAENet(ModelConfig(x_dim=2, image_shape=None, n_clusters=2, z_dim=2,
                                  hidden_dim=32, likelihood="gaussian", y_batch_norm=True,
                                  proportions="learned"))  # fmt: skip
-    log_likelihood = start_from_inputs(model, len(x), lambda r: x[r], 64, 2e-3, seed=0)
+    log_likelihood = start_from_inputs(
+        model, len(x), lambda r: x[r], 64, 2e-3, seed=0
+    ).mixture_log_likelihood
     assert np.isfinite(log_likelihood)
     model.eval()
     assert cluster_accuracy(y, inference.cluster_probabilities(model, x).argmax(1), 2) > 0.99
@@ -84,7 +86,9 @@ def test_a_table_with_few_rows_per_cluster_for_its_features_starts_from_diagonal
     config = ModelConfig(x_dim=20, image_shape=None, n_clusters=10, z_dim=2, hidden_dim=32,
                          likelihood="gaussian", y_batch_norm=True)  # fmt: skip
     model = GMVAENet(config)
-    log_likelihood = start_from_inputs(model, len(x), lambda r: rows[r], 64, 2e-3, seed=0)
+    log_likelihood = start_from_inputs(
+        model, len(x), lambda r: rows[r], 64, 2e-3, seed=0
+    ).mixture_log_likelihood
     fitted = rows.numpy().astype(np.float64)
     mixtures = {
         shape: GaussianMixture(10, covariance_type=shape, reg_covar=1e-4, n_init=10,

@@ -107,12 +107,22 @@ IMSAT_TERMS = dict(
         ({}, None, 2),
         (IMSAT_TERMS, None, 2),
         (IMSAT_TERMS, 3, 2),
+        # the start's probabilities, which the start term holds q(y|x) to, come back with the
+        # checkpoint: without them the resumed run would train without the term
+        ({**IMSAT_TERMS, "mixture_start": "inputs", "w_start": 1.0}, 3, 2),
         # stopped in epoch 1, after the pretraining and before the first checkpoint: resuming
         # must not pretrain again (the weights would then differ from the straight run's)
         ({"pretrain_epochs": 1, "kl_warmup": 1}, None, 1),
         ({"lr_schedule": "cosine"}, None, 2),
     ],
-    ids=["reference", "imsat-terms", "semi-supervised", "pretrained-kl-warmup", "cosine-lr"],
+    ids=[
+        "reference",
+        "imsat-terms",
+        "semi-supervised",
+        "semi-supervised-start-term",
+        "pretrained-kl-warmup",
+        "cosine-lr",
+    ],
 )
 def test_resuming_from_a_mid_epoch_checkpoint_continues_exactly(
     digits, tmp_path, objective, per_class, stop_epoch
@@ -247,10 +257,15 @@ def test_three_labels_per_class_make_cluster_k_class_k_on_digits(digits):
     scrambled = inference.cluster_probabilities(trainer.model, x).argmax(1)
     assert (scrambled == (predicted - 1) % 10).all()
     source = BatchSource(torch.as_tensor(x), torch.device("cpu"), labels)
-    named = trainer.naming.after_epoch(trainer.model, trainer.optimizer, source, trainer.world)
+    # start probabilities that the start term holds q(y|x) to follow the renaming
+    trainer.objective.start_probabilities = torch.eye(10)[torch.as_tensor(scrambled)]
+    named = trainer.naming.after_epoch(
+        trainer.model, trainer.optimizer, source, trainer.world, trainer.objective.rename_clusters
+    )
     assert named == {"renamed_clusters": 10}
     renamed = inference.cluster_probabilities(trainer.model, x).argmax(1)
     assert (renamed == predicted).all()
+    assert (trainer.objective.start_probabilities.argmax(1).numpy() == renamed).all()
 
 
 def test_labels_join_only_after_the_warmup_epochs(digits, tmp_path, monkeypatch):
@@ -295,6 +310,20 @@ def test_auto_mixture_start_is_the_inputs_for_tables_and_none_for_images_or_pret
     assert fit_to_data(pretrained, table, None).train.mixture_start == "none"
     with pytest.raises(GMVAEError, match="not both"):
         TrainConfig(pretrain_epochs=2, mixture_start="inputs").validate()
+
+
+def test_the_start_term_is_refused_without_a_start_on_the_inputs():
+    from gmvae.run.assembly import fit_to_data
+    from gmvae.run.settings import ExperimentConfig
+
+    images = np.random.rand(40, 16)
+    config = ExperimentConfig.from_preset(
+        "default", {"model": {"n_clusters": 2}, "objective": {"w_start": 1.0}}
+    )
+    with pytest.raises(GMVAEError, match="--mixture-start inputs"):
+        fit_to_data(config, images, (4, 4))
+    labelled = fit_to_data(config, images[:, :3], None, np.array([0, 1] + [-1] * 38))
+    assert labelled.objective.w_start == 1.0
 
 
 def test_the_start_from_the_inputs_mixture_is_recorded_in_the_first_epoch(tmp_path):

@@ -89,7 +89,15 @@ def fit_to_data(
     if train.mixture_start == "auto":
         on_inputs = image_shape is None and train.pretrain_epochs == 0
         train = replace(train, mixture_start="inputs" if on_inputs else "none")
-    objective = objective.for_inputs(images=image_shape is not None, labelled=labels is not None)
+    objective = objective.for_inputs(
+        images=image_shape is not None,
+        labelled=labels is not None,
+        started_on_inputs=train.mixture_start == "inputs",
+    )
+    if objective.w_start > 0 and train.mixture_start != "inputs":
+        raise GMVAEError(
+            "--w-start holds q(y|x) to a start on the inputs: set --mixture-start inputs"
+        )
     if len(x) < max(model.n_clusters, 2):  # a batch needs two rows (batch normalisation)
         raise GMVAEError(
             f"{len(x)} training examples for {model.n_clusters} clusters ({len(x)} samples for "

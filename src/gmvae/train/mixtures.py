@@ -20,6 +20,7 @@ Shapes: N rows, F features, K components.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -199,9 +200,18 @@ def reproduced(partitions: list[np.ndarray]) -> list[int]:
     ]
 
 
-def responsibilities(mixture: Mixture, x: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
-    """p(y | x) (N, K) with a labelled row's (labels >= 0) held at its class (one-hot)."""
-    resp = mixture.predict_proba(x)
+class GivesProbabilities(Protocol):
+    """A start that gives p(y | x): a Mixture, or labelled_start.ClassifierStart."""
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray: ...
+
+
+def responsibilities(
+    start: GivesProbabilities, x: np.ndarray, labels: np.ndarray | None
+) -> np.ndarray:
+    """The start's p(y | x) (N, K) for rows x (N, F), a labelled row's (labels >= 0) held at
+    its class (one-hot)."""
+    resp = start.predict_proba(x)
     if labels is not None:
         known = labels >= 0
         resp[known] = np.eye(resp.shape[1])[labels[known]]

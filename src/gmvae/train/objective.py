@@ -9,7 +9,8 @@ ELBO term: w_rec * rec + kl(step) * (w_gauss * gauss + w_cat * cat), per example
   (ModelConfig.proportions) and kl(step) the KL warm-up.
 Regularisers (REGULARISERS, each declared once with its weight and schedule): consistency,
   neighbour, adversarial, confidence and balance train q(y|x) to cluster; labelled fits it to
-  the known classes in semi-supervised runs.
+  the known classes in semi-supervised runs; start holds it to the start's clusters (a table's
+  mixture or classifier, gmvae.train.pretraining) throughout training.
 
 `Objective` is an nn.Module around the network so that DistributedDataParallel can wrap it:
 every forward pass of a step (the extra ones of the consistency, neighbour and adversarial
@@ -58,6 +59,12 @@ ADVERSARIAL_RADIUS = {"images": 0.25, "tables": 0.05}
 # benchmarks/results/semi-supervised/). Without labels it bought no clear gain on MNIST
 # (benchmarks/results/clustering/) and costs a forward pass per step, so it stays off there.
 SEMI_SUPERVISED_CONSISTENCY = 5.0
+# The start term's weight when not set, for tables with labels that start on their inputs: that
+# start is the semi-supervised mixture or the classifier that the held-out labelled rows
+# preferred, and without the term the clustering terms moved q(y|x) off it, below it on most
+# tables (benchmarks/results/semi-supervised/). Without labels, nothing says the start is
+# better than what training finds, so it stays off there.
+SEMI_SUPERVISED_START = 1.0
 
 
 @dataclass
@@ -143,6 +150,15 @@ class ObjectiveConfig:
             "the learned proportions when they are learned (log M - H(mean) when uniform)"
         },
     )
+    w_start: float | None = field(
+        default=None,
+        metadata={
+            "help": "weight of the cross-entropy from the start's cluster probabilities (a "
+            "table's mixture, --mixture-start inputs) to q(y|x) (unset: "
+            f"{SEMI_SUPERVISED_START:g} for tables started on their inputs in semi-supervised "
+            "runs, else 0)"
+        },
+    )
     w_labelled: float = field(
         default=1.0,
         metadata={
@@ -161,7 +177,7 @@ class ObjectiveConfig:
     def validate(self) -> None:
         weights = {f"w_{name}": getattr(self, f"w_{name}") for name in ("rec", "gauss", "cat")}
         clustering = {term.weight: getattr(self, term.weight) for term in CLUSTERING_TERMS}
-        weights.update(clustering, w_labelled=self.w_labelled)
+        weights.update(clustering, w_labelled=self.w_labelled, w_start=self.w_start)
         weights = {name: w for name, w in weights.items() if w is not None}  # unset: by rule
         if not all(math.isfinite(w) and w >= 0 for w in weights.values()):
             raise GMVAEError(f"{', '.join(weights)} must be finite and at least 0")
@@ -182,11 +198,14 @@ class ObjectiveConfig:
         if not all(math.isfinite(t) and t > 0 for t in (self.tau_start, self.tau_min)):
             raise GMVAEError("tau_start and tau_min must be positive")
 
-    def for_inputs(self, images: bool, labelled: bool = False) -> ObjectiveConfig:
+    def for_inputs(
+        self, images: bool, labelled: bool = False, started_on_inputs: bool = False
+    ) -> ObjectiveConfig:
         """These settings for images or tables, with or without labels: an unset
         adversarial_radius set by the rule (ADVERSARIAL_RADIUS); an unset consistency weight
         SEMI_SUPERVISED_CONSISTENCY for `labelled` images, else 0; no consistency term for
-        tables (there is no image to move)."""
+        tables (there is no image to move); an unset start weight SEMI_SUPERVISED_START when
+        `labelled` and `started_on_inputs`, else 0."""
         radius = self.adversarial_radius
         if radius is None:
             radius = ADVERSARIAL_RADIUS["images" if images else "tables"]
@@ -194,7 +213,10 @@ class ObjectiveConfig:
         if consistency is None:
             consistency = SEMI_SUPERVISED_CONSISTENCY if labelled else 0.0
         consistency = consistency if images else 0.0
-        return replace(self, adversarial_radius=radius, w_consistency=consistency)
+        start = self.w_start
+        if start is None:
+            start = SEMI_SUPERVISED_START if labelled and started_on_inputs else 0.0
+        return replace(self, adversarial_radius=radius, w_consistency=consistency, w_start=start)
 
     def temperature(self, epoch: int) -> float:
         """The reference schedule: tau = max(tau_start * exp(-tau_decay * epoch), tau_min)."""
@@ -325,6 +347,15 @@ def _labelled_cross_entropy(
     return nll.sum() * inputs.world_size / (inputs.labels >= 0).sum()
 
 
+def _start_cross_entropy(
+    objective: Objective, inputs: StepInputs, out: NetworkOutput
+) -> torch.Tensor:
+    """-sum_y s(y|x) log q(y|x) per row (B,), s the start's cluster probabilities of the row
+    (Objective.start_probabilities)."""
+    start = objective.start_probabilities[inputs.rows[inputs.mine]]
+    return -(start * F.log_softmax(out.logits, -1)).sum(-1)
+
+
 def usage_shortfall(logits: torch.Tensor, log_target: torch.Tensor | None = None) -> torch.Tensor:
     """KL(u || target) for u the mean over the rows of q(y|x): 0 when the rows use the clusters
     in the target's proportions. Without a target (uniform): log M - H(u), log M when they use
@@ -361,7 +392,8 @@ CLUSTERING_TERMS = (
 # which autograd sums their gradients into q(y|x)'s logits, so it is kept as it always was:
 # the same seed gives the same numbers, to the last bit, as before the terms had one home
 # (tests/test_identity.py).
-REGULARISERS = (LABELLED_TERM, *CLUSTERING_TERMS)
+START_TERM = Regulariser("start", "w_start", _start_cross_entropy)
+REGULARISERS = (LABELLED_TERM, *CLUSTERING_TERMS, START_TERM)
 # Every term an epoch's record can hold, besides the total "loss" and "neg_elbo".
 TERM_NAMES = ("rec", "gauss", "cat", *(term.name for term in REGULARISERS))
 
@@ -390,12 +422,23 @@ class Objective(nn.Module):
         self.neighbours: torch.Tensor | None = None  # (N, n_neighbours) row indices
         self.adversarial_length: torch.Tensor | None = None  # (N,) length of r per row
         self.probe_length = 0.0  # of the random step that starts the search for r
+        # (N, M): the start's cluster probabilities of every row, held by the start term;
+        # None until a start on the inputs sets them.
+        self.start_probabilities: torch.Tensor | None = None
 
     def terms_on(self, labelled: bool) -> list[Regulariser]:
         """The regularisers with a positive weight; the labelled one only in a `labelled`
-        step."""
+        step, the start term only once there are start probabilities."""
         on = [term for term in REGULARISERS if getattr(self.config, term.weight) > 0]
+        if self.start_probabilities is None:
+            on = [term for term in on if term is not START_TERM]
         return on if labelled else [term for term in on if term is not LABELLED_TERM]
+
+    def rename_clusters(self, order: torch.Tensor) -> None:
+        """New cluster i is old cluster order[i] (M,): the start probabilities follow the
+        network's renamed clusters (gmvae.train.naming)."""
+        if self.start_probabilities is not None:
+            self.start_probabilities = self.start_probabilities[:, order]
 
     def recorded_terms(self, labelled: bool) -> list[str]:
         """The names of ObjectiveOutput.sums in a step (`labelled`: with the labelled term)."""

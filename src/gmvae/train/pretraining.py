@@ -11,7 +11,10 @@ On the inputs (`start_from_inputs`, for tables): an M-component Gaussian mixture
 the standardised rows and q(y|x) is taught its responsibilities. On a table of a few measured
 features this is the model a user tries first, and the clusters it finds are the start. In a
 semi-supervised run the mixture is fitted with the labelled rows held in their class's component
-(mixtures.fit_labelled_start), so the start's cluster k is already class k.
+(mixtures.fit_labelled_start), so the start's cluster k is already class k, or, where the
+held-out labelled rows say the classes are not its components, a logistic regression of the
+labelled rows is the start (gmvae.train.labelled_start). The objective's start term can hold
+q(y|x) to it afterwards (Objective.start_probabilities).
 
 Either way training goes on from clusters that the data's geometry suggests instead of from a
 random q(y|x), and learned proportions p(y) start from the mixture's weights.
@@ -20,6 +23,7 @@ random q(y|x), and learned proportions p(y) start from the mixture's weights.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,13 +32,8 @@ from sklearn.mixture import GaussianMixture
 
 from gmvae.model.losses import reconstruction_nll
 from gmvae.model.network import MIN_VARIANCE, GMVAENet
-from gmvae.train.mixtures import (
-    Mixture,
-    fit_labelled_start,
-    fit_mixture,
-    fit_reproduced_mixture,
-    responsibilities,
-)
+from gmvae.train.labelled_start import ClassifierStart, fit_semi_supervised_start
+from gmvae.train.mixtures import Mixture, fit_mixture, fit_reproduced_mixture, responsibilities
 
 # The mixture is fitted on at most this many codes (a seeded draw): enough for M diagonal
 # Gaussians, and seconds instead of minutes on 60,000 MNIST images.
@@ -103,6 +102,17 @@ def pretrain(
     return float(total) / n_rows
 
 
+@dataclass
+class InputsStart:
+    """What `start_from_inputs` started q(y|x) from: its cluster probabilities (N, M) of every
+    row, the labelled mixture's (or the unlabelled one's) mean log-likelihood per fitted row, and
+    whether a classifier of the labelled rows was preferred to the mixture."""
+
+    probabilities: torch.Tensor
+    mixture_log_likelihood: float
+    classifier: bool
+
+
 def start_from_inputs(
     model: GMVAENet,
     n_rows: int,
@@ -111,12 +121,13 @@ def start_from_inputs(
     lr: float,
     seed: int,
     labels: torch.Tensor | None = None,
-) -> float:
+) -> InputsStart:
     """Fit an M-component Gaussian mixture to (a seeded draw of at most MIXTURE_ROWS of) the
     n_rows inputs that `read(rows)` returns, and teach q(y|x) its responsibilities for at least
     TEACH_STEPS steps. With labels (N,) (-1 unknown), every labelled row is fitted too, component
-    k is class k, and a labelled row is taught its class. Seeded. Returns the mixture's mean
-    log-likelihood per fitted row."""
+    k is class k, a labelled row is taught its class, and a logistic regression of the labelled
+    rows replaces the mixture where the held-out labelled rows prefer it
+    (labelled_start.fit_semi_supervised_start). Seeded."""
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -130,19 +141,20 @@ def start_from_inputs(
     x = x.astype(np.float64)
     shapes = ("full", "diag") if x.shape[1] <= FULL_COVARIANCE_FEATURES else ("diag",)
     k = model.config.n_components
+    start: Mixture | ClassifierStart
     if known is None:
-        mixture = fit_reproduced_mixture(k, x, shapes, seed, MIXTURE_INITS)
+        start = fit_reproduced_mixture(k, x, shapes, seed, MIXTURE_INITS)
     else:
         x_labels = known[fitted_rows.cpu().numpy()]
-        mixture = fit_labelled_start(k, x, x_labels, shapes, seed, MIXTURE_INITS)
+        start = fit_semi_supervised_start(k, x, x_labels, shapes, seed, MIXTURE_INITS)
 
     def probabilities(rows: torch.Tensor) -> torch.Tensor:
-        """The mixture's responsibilities (B, M) for the rows (B,), a labelled row's its class."""
+        """The start's p(y|x) (B, M) for the rows (B,), a labelled row's its class."""
         rows_x = read(rows).cpu().numpy().astype(np.float64)
         labels_of_rows = None if known is None else known[rows.cpu().numpy()]
-        return torch.as_tensor(responsibilities(mixture, rows_x, labels_of_rows))
+        return torch.as_tensor(responsibilities(start, rows_x, labels_of_rows))
 
-    start_proportions(model, mixture)
+    start_proportions(model, start)
     with torch.no_grad():
         targets = torch.cat([
             probabilities(rows) for rows in torch.arange(n_rows, device=device).split(CODE_CHUNK)
@@ -151,10 +163,12 @@ def start_from_inputs(
     # clustered breast cancer, iris and penguins worse (the suite's default-teach-one-adam row).
     for _ in range(-(-TEACH_STEPS // -(-n_rows // batch_size))):
         teach_clusters(model, n_rows, read, targets, batch_size, lr, generator)
-    return mixture.log_likelihood / len(x)
+    return InputsStart(targets, start.log_likelihood / len(x), isinstance(start, ClassifierStart))
 
 
-def start_proportions(model: GMVAENet, mixture: GaussianMixture | Mixture) -> None:
+def start_proportions(
+    model: GMVAENet, mixture: GaussianMixture | Mixture | ClassifierStart
+) -> None:
     """Learned proportions p(y), when the model has them, start from the mixture's weights."""
     if model.proportion_logits is not None:
         with torch.no_grad():

@@ -35,7 +35,7 @@ NONFINITE_POLICIES = ("stop", "skip")
 LR_SCHEDULES = ("constant", "cosine")
 MIXTURE_STARTS = ("none", "inputs", "auto")
 # What the start from a mixture records in the first epoch's record.
-START_RECORDS = ("pretrain_rec", "mixture_log_likelihood")
+START_RECORDS = ("pretrain_rec", "mixture_log_likelihood", "classifier_start")
 PROGRESS_EVERY = 25  # steps between updates of the progress bar's loss and usage entropy
 
 
@@ -199,6 +199,7 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "rng": rng,
             "partial_epoch": partial_epoch,
+            "start_probabilities": self.objective.start_probabilities,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -215,6 +216,7 @@ class Trainer:
             partial = {**partial, "order": partial["order"].to(self.device)}
             partial["sums"] = {k: v.to(self.device) for k, v in partial["sums"].items()}
         self._partial_epoch = partial
+        self.objective.start_probabilities = state.get("start_probabilities")
 
     def save_checkpoint(self, partial_epoch: dict | None = None) -> None:
         if self.checkpoint_path is not None and self.world.is_main:
@@ -287,10 +289,14 @@ class Trainer:
                 cfg.lr, cfg.seed,
             )}  # fmt: skip
         elif cfg.mixture_start == "inputs":
-            record = {"mixture_log_likelihood": start_from_inputs(
+            start = start_from_inputs(
                 self.model, len(source), source.read, cfg.batch_size, cfg.lr, cfg.seed,
                 source.labels,
-            )}  # fmt: skip
+            )  # fmt: skip
+            self.objective.start_probabilities = start.probabilities.to(self.device)
+            record = {"mixture_log_likelihood": start.mixture_log_likelihood}
+            if source.labels is not None:
+                record["classifier_start"] = float(start.classifier)
         else:
             return {}
         share_parameters(self.model, self.world)
@@ -362,7 +368,9 @@ class Trainer:
                 raise TrainingInterrupted(
                     self.stop_requested or "a peer", epoch + 1, step + 1, steps
                 )
-        named = self.naming.after_epoch(self.model, self.optimizer, source, self.world)
+        named = self.naming.after_epoch(
+            self.model, self.optimizer, source, self.world, self.objective.rename_clusters
+        )
         merged = self.merging.after_epoch(self.model, source, self.world)
         totals = all_sum(
             torch.cat([torch.stack(list(sums.values())), torch.tensor([float(counted)])]).to(
