@@ -293,7 +293,8 @@ class Trainer:
                 self.model, len(source), source.read, cfg.batch_size, cfg.lr, cfg.seed,
                 source.labels,
             )  # fmt: skip
-            self.objective.start_probabilities = start.probabilities.to(self.device)
+            if self.objective.config.w_start > 0:  # held (and checkpointed) only when used
+                self.objective.start_probabilities = start.probabilities.to(self.device)
             record = {"mixture_log_likelihood": start.mixture_log_likelihood}
             if source.labels is not None:
                 record["classifier_start"] = float(start.classifier)
