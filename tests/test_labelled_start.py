@@ -28,6 +28,7 @@ def test_no_folds_when_a_class_has_a_single_label_or_none():
     labels[3] = 1
     assert labelled_folds(labels, 3, seed=0) == []  # class 2 has no label at all
     assert len(labelled_folds(labels, 2, seed=0)) == 2
+    assert labelled_folds(np.where(labels == 0, 0, -1), 1, seed=0) == []  # one class only
 
 
 def classes_across_two_clusters(seed: int = 2) -> tuple[np.ndarray, np.ndarray]:

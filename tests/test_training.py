@@ -257,15 +257,10 @@ def test_three_labels_per_class_make_cluster_k_class_k_on_digits(digits):
     scrambled = inference.cluster_probabilities(trainer.model, x).argmax(1)
     assert (scrambled == (predicted - 1) % 10).all()
     source = BatchSource(torch.as_tensor(x), torch.device("cpu"), labels)
-    # start probabilities that the start term holds q(y|x) to follow the renaming
-    trainer.objective.start_probabilities = torch.eye(10)[torch.as_tensor(scrambled)]
-    named = trainer.naming.after_epoch(
-        trainer.model, trainer.optimizer, source, trainer.world, trainer.objective.rename_clusters
-    )
+    named = trainer.naming.after_epoch(trainer.model, trainer.optimizer, source, trainer.world)
     assert named == {"renamed_clusters": 10}
     renamed = inference.cluster_probabilities(trainer.model, x).argmax(1)
     assert (renamed == predicted).all()
-    assert (trainer.objective.start_probabilities.argmax(1).numpy() == renamed).all()
 
 
 def test_labels_join_only_after_the_warmup_epochs(digits, tmp_path, monkeypatch):
@@ -324,6 +319,9 @@ def test_the_start_term_is_refused_without_a_start_on_the_inputs():
         fit_to_data(config, images, (4, 4))
     labelled = fit_to_data(config, images[:, :3], None, np.array([0, 1] + [-1] * 38))
     assert labelled.objective.w_start == 1.0
+    restarts = dataclasses.replace(config, train=dataclasses.replace(config.train, restarts=3))
+    with pytest.raises(GMVAEError, match="--restarts"):
+        fit_to_data(restarts, images[:, :3], None)
 
 
 def test_the_start_from_the_inputs_mixture_is_recorded_in_the_first_epoch(tmp_path):

@@ -98,6 +98,8 @@ def fit_to_data(
         raise GMVAEError(
             "--w-start holds q(y|x) to a start on the inputs: set --mixture-start inputs"
         )
+    if objective.w_start > 0 and train.restarts > 1:  # the candidates make the starts
+        raise GMVAEError("--w-start is not for --restarts: the run keeps no start to hold")
     if len(x) < max(model.n_clusters, 2):  # a batch needs two rows (batch normalisation)
         raise GMVAEError(
             f"{len(x)} training examples for {model.n_clusters} clusters ({len(x)} samples for "

@@ -7,7 +7,8 @@ rows per class cannot match it. Where a class is not a cluster (a car's origin, 
 from a few measurements), the mixture's components follow the data's own groups, the start puts
 many rows in the wrong class, and training goes on from there, below a logistic regression fitted
 to the labelled rows alone. The labelled rows are the one evidence of which case a table is: each
-is hidden in turn (folds of one labelled row per class), both starts are fitted to the others, and
+is hidden in turn (folds of one labelled row per class with five labels per class, every
+fifth otherwise), both starts are fitted to the others, and
 the one that gives more hidden rows their class is used; the mixture on a tie.
 """
 
@@ -41,18 +42,19 @@ class ClassifierStart:
 def labelled_folds(labels: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
     """Folds of the labelled rows (labels (N,), -1 unknown): fold i holds every `n_folds`-th of
     each class's labelled rows in a seeded order, from the i-th. n_folds is MAX_FOLDS or the
-    fewest labelled rows of a class; no folds unless each of the k classes has two (a fold must
-    leave every class a labelled row)."""
+    fewest labelled rows of a class; no folds unless there are two classes or more and each has
+    two labelled rows (a fold must leave every class a labelled row)."""
     rng = np.random.default_rng(seed)
     per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in range(k)]
     n_folds = min(MAX_FOLDS, *(len(rows) for rows in per_class))
-    if n_folds < 2:
+    if k < 2 or n_folds < 2:
         return []
     return [np.concatenate([rows[i::n_folds] for rows in per_class]) for i in range(n_folds)]
 
 
 def _classifier(x: np.ndarray, labels: np.ndarray) -> LogisticRegression:
-    """A logistic regression (scikit-learn's defaults) on the labelled rows of x (N, F)."""
+    """A logistic regression (scikit-learn's defaults, iterations up to 1,000) on the labelled
+    rows of x (N, F)."""
     known = labels >= 0
     return LogisticRegression(max_iter=1000).fit(x[known], labels[known])
 

@@ -8,8 +8,6 @@ example's neighbours carry no label to fit, so they show where the class is.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 
@@ -61,11 +59,9 @@ class ClusterNaming:
         optimizer: torch.optim.Adam,
         source: BatchSource,
         world: World,
-        on_rename: Callable[[torch.Tensor], None] | None = None,
     ) -> dict:
-        """Renames the clusters in the parameters and in Adam's moments alike, and tells
-        `on_rename(order)` (new cluster i is old cluster order[i]); the epoch's record gains how
-        many clusters changed name."""
+        """Renames the clusters in the parameters and in Adam's moments alike; the epoch's
+        record gains how many clusters changed name."""
         if self.neighbours is None:
             return {}
         share_buffers(model, world)  # batch norm's statistics: the same on every process
@@ -82,8 +78,5 @@ class ClusterNaming:
         order = cluster_order(support.cpu().numpy(), classes.cpu().numpy())
         moved = int((order != np.arange(len(order))).sum())
         if moved:
-            order = torch.as_tensor(order, device=source.device)
-            permute_clusters(model, optimizer, order)
-            if on_rename is not None:
-                on_rename(order)
+            permute_clusters(model, optimizer, torch.as_tensor(order, device=source.device))
         return {"renamed_clusters": moved}

@@ -424,7 +424,9 @@ class Objective(nn.Module):
         self.adversarial_length: torch.Tensor | None = None  # (N,) length of r per row
         self.probe_length = 0.0  # of the random step that starts the search for r
         # (N, M): the start's cluster probabilities of every row, held by the start term;
-        # None until a start on the inputs sets them.
+        # None until a start on the inputs sets them. With labels their column k is class k,
+        # as the labels are, so renaming the network's clusters (gmvae.train.naming) leaves
+        # them as they are.
         self.start_probabilities: torch.Tensor | None = None
 
     def terms_on(self, labelled: bool) -> list[Regulariser]:
@@ -434,12 +436,6 @@ class Objective(nn.Module):
         if self.start_probabilities is None:
             on = [term for term in on if term is not START_TERM]
         return on if labelled else [term for term in on if term is not LABELLED_TERM]
-
-    def rename_clusters(self, order: torch.Tensor) -> None:
-        """New cluster i is old cluster order[i] (M,): the start probabilities follow the
-        network's renamed clusters (gmvae.train.naming)."""
-        if self.start_probabilities is not None:
-            self.start_probabilities = self.start_probabilities[:, order]
 
     def recorded_terms(self, labelled: bool) -> list[str]:
         """The names of ObjectiveOutput.sums in a step (`labelled`: with the labelled term)."""

@@ -369,9 +369,7 @@ class Trainer:
                 raise TrainingInterrupted(
                     self.stop_requested or "a peer", epoch + 1, step + 1, steps
                 )
-        named = self.naming.after_epoch(
-            self.model, self.optimizer, source, self.world, self.objective.rename_clusters
-        )
+        named = self.naming.after_epoch(self.model, self.optimizer, source, self.world)
         merged = self.merging.after_epoch(self.model, source, self.world)
         totals = all_sum(
             torch.cat([torch.stack(list(sums.values())), torch.tensor([float(counted)])]).to(
