@@ -61,10 +61,11 @@ ADVERSARIAL_RADIUS = {"images": 0.25, "tables": 0.05}
 SEMI_SUPERVISED_CONSISTENCY = 5.0
 # The start term's weight when not set, for tables with labels that start on their inputs: that
 # start is the semi-supervised mixture or the classifier that the held-out labelled rows
-# preferred, and without the term the clustering terms moved q(y|x) off it, mostly down. Of the
-# weights 0.3, 1 and 3 (benchmarks/results/semi-supervised/), 3 left the fewest seeds below a
-# scikit-learn method. Without labels it stays off: at weight 1 it lifted the suite's wine and
-# breast cancer and lowered tables it was not measured on first (benchmarks/results/suite/).
+# preferred, and without the term the clustering terms moved q(y|x) off it, mostly down. The
+# weights 0.3, 1 and 3 tie on the suite's tables (benchmarks/results/semi-supervised/); 3 left
+# the fewest seeds below a scikit-learn method on tables the repository does not name. Without
+# labels it stays off: at weight 1 it lifted the suite's wine and breast cancer and lowered
+# tables it was not measured on first (benchmarks/results/suite/).
 SEMI_SUPERVISED_START = 3.0
 
 
