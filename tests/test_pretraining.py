@@ -113,3 +113,20 @@ def test_with_labels_the_tables_start_names_cluster_k_after_class_k():
     model.eval()
     predicted = inference.cluster_probabilities(model, rows).argmax(1)
     assert np.mean(predicted == classes) > 0.98  # the names, not only the partition
+
+
+def test_digits_start_from_a_mixture_in_their_umap_embedding_closer_to_the_classes(digits):
+    # Handwritten digits are curved groups in pixel space, which diagonal Gaussians on the
+    # pixels cut across; in the UMAP embedding each digit is one compact group.
+    x, y = digits
+    rows = torch.as_tensor(x)
+    accuracy = {}
+    for embedded in (False, True):
+        model = digits_model()
+        start = start_from_inputs(model, len(x), lambda r: rows[r], 64, 2e-3, 0, embedded=embedded)
+        assert start.probabilities.shape == (len(x), 10)
+        model.eval()
+        clusters = inference.cluster_probabilities(model, x).argmax(1)
+        accuracy[embedded] = cluster_accuracy(y, clusters, 10)
+    assert accuracy[True] > 0.8
+    assert accuracy[True] > accuracy[False] + 0.1

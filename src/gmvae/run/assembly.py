@@ -92,11 +92,12 @@ def fit_to_data(
     objective = objective.for_inputs(
         images=image_shape is not None,
         labelled=labels is not None,
-        started_on_inputs=train.mixture_start == "inputs",
+        started_on_inputs=train.mixture_start in ("inputs", "embedding"),
     )
-    if objective.w_start > 0 and train.mixture_start != "inputs":
+    if objective.w_start > 0 and train.mixture_start not in ("inputs", "embedding"):
         raise GMVAEError(
-            "--w-start holds q(y|x) to a start on the inputs: set --mixture-start inputs"
+            "--w-start holds q(y|x) to a start on the inputs: set --mixture-start inputs "
+            "or embedding"
         )
     if objective.w_start > 0 and train.restarts > 1:  # the candidates make the starts
         raise GMVAEError("--w-start is not for --restarts: the run keeps no start to hold")

@@ -32,6 +32,7 @@ from sklearn.mixture import GaussianMixture
 
 from gmvae.model.losses import reconstruction_nll
 from gmvae.model.network import MIN_VARIANCE, GMVAENet
+from gmvae.train.embedding import EmbeddedStart, fit_embedding
 from gmvae.train.labelled_start import ClassifierStart, fit_semi_supervised_start
 from gmvae.train.mixtures import Mixture, fit_mixture, fit_reproduced_mixture, responsibilities
 
@@ -121,6 +122,7 @@ def start_from_inputs(
     lr: float,
     seed: int,
     labels: torch.Tensor | None = None,
+    embedded: bool = False,
 ) -> InputsStart:
     """Fit an M-component Gaussian mixture to (a seeded draw of at most MIXTURE_ROWS of) the
     n_rows inputs that `read(rows)` returns, and teach q(y|x) its responsibilities for at least
@@ -139,14 +141,20 @@ def start_from_inputs(
     with torch.no_grad():
         x = torch.cat([read(rows) for rows in fitted_rows.split(CODE_CHUNK)]).cpu().numpy()
     x = x.astype(np.float64)
-    shapes = ("full", "diag") if x.shape[1] <= FULL_COVARIANCE_FEATURES else ("diag",)
     k = model.config.n_components
-    start: Mixture | ClassifierStart
+    embedding = fit_embedding(x, k, seed) if embedded else None
+    if embedding is not None:
+        x = embedding.embedding_.astype(np.float64)
+    shapes = ("full", "diag") if x.shape[1] <= FULL_COVARIANCE_FEATURES else ("diag",)
+    start: Mixture | ClassifierStart | EmbeddedStart
     if known is None:
         start = fit_reproduced_mixture(k, x, shapes, seed, MIXTURE_INITS)
     else:
         x_labels = known[fitted_rows.cpu().numpy()]
         start = fit_semi_supervised_start(k, x, x_labels, shapes, seed, MIXTURE_INITS)
+    classifier = isinstance(start, ClassifierStart)
+    if embedding is not None:
+        start = EmbeddedStart(embedding, start)
 
     def probabilities(rows: torch.Tensor) -> torch.Tensor:
         """The start's p(y|x) (B, M) for the rows (B,), a labelled row's its class."""
@@ -163,11 +171,11 @@ def start_from_inputs(
     # clustered breast cancer, iris and penguins worse (the suite's default-teach-one-adam row).
     for _ in range(-(-TEACH_STEPS // -(-n_rows // batch_size))):
         teach_clusters(model, n_rows, read, targets, batch_size, lr, generator)
-    return InputsStart(targets, start.log_likelihood / len(x), isinstance(start, ClassifierStart))
+    return InputsStart(targets, start.log_likelihood / len(x), classifier)
 
 
 def start_proportions(
-    model: GMVAENet, mixture: GaussianMixture | Mixture | ClassifierStart
+    model: GMVAENet, mixture: GaussianMixture | Mixture | ClassifierStart | EmbeddedStart
 ) -> None:
     """Learned proportions p(y), when the model has them, start from the mixture's weights."""
     if model.proportion_logits is not None:

@@ -33,7 +33,7 @@ from gmvae.train.pretraining import pretrain, start_from_inputs
 
 NONFINITE_POLICIES = ("stop", "skip")
 LR_SCHEDULES = ("constant", "cosine")
-MIXTURE_STARTS = ("none", "inputs", "auto")
+MIXTURE_STARTS = ("none", "inputs", "embedding", "auto")
 # What the start from a mixture records in the first epoch's record.
 START_RECORDS = ("pretrain_rec", "mixture_log_likelihood", "classifier_start")
 PROGRESS_EVERY = 25  # steps between updates of the progress bar's loss and usage entropy
@@ -73,8 +73,9 @@ class TrainConfig:
         default="none",
         metadata={
             "help": "inputs: start q(y|x) from a Gaussian mixture fitted on the (standardised) "
-            "inputs; none: from random weights (or from codes, with --pretrain-epochs); auto: "
-            "inputs for tables, none for images",
+            "inputs; embedding: on a UMAP embedding of them, as N2D does (needs umap-learn); "
+            "none: from random weights (or from codes, with --pretrain-epochs); auto: inputs "
+            "for tables, none for images",
             "choices": MIXTURE_STARTS,
         },
     )
@@ -114,7 +115,7 @@ class TrainConfig:
             raise GMVAEError(f"{', '.join(at_least_zero)} must be at least 0")
         if self.mixture_start not in MIXTURE_STARTS:
             raise GMVAEError(f"mixture_start must be one of {MIXTURE_STARTS}")
-        if self.mixture_start == "inputs" and self.pretrain_epochs > 0:
+        if self.mixture_start in ("inputs", "embedding") and self.pretrain_epochs > 0:
             raise GMVAEError(
                 "a run starts from one mixture: on the inputs (mixture_start inputs) or on "
                 "pretrained codes (pretrain_epochs), not both"
@@ -288,10 +289,10 @@ class Trainer:
                 self.model, len(source), source.read, cfg.pretrain_epochs, cfg.batch_size,
                 cfg.lr, cfg.seed,
             )}  # fmt: skip
-        elif cfg.mixture_start == "inputs":
+        elif cfg.mixture_start in ("inputs", "embedding"):
             start = start_from_inputs(
                 self.model, len(source), source.read, cfg.batch_size, cfg.lr, cfg.seed,
-                source.labels,
+                source.labels, embedded=cfg.mixture_start == "embedding",
             )  # fmt: skip
             if self.objective.config.w_start > 0:  # held (and checkpointed) only when used
                 self.objective.start_probabilities = start.probabilities.to(self.device)
