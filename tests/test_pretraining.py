@@ -1,11 +1,16 @@
+import sys
+
 import numpy as np
+import pytest
 import torch
 from sklearn.mixture import GaussianMixture
 
 from gmvae.data.labels import draw_per_class
+from gmvae.errors import GMVAEError
 from gmvae.model import inference
 from gmvae.model.network import GMVAENet, ModelConfig
 from gmvae.run.metrics import cluster_accuracy
+from gmvae.train.embedding import fit_embedding
 from gmvae.train.pretraining import pretrain, start_from_inputs, start_from_mixture
 
 
@@ -130,3 +135,9 @@ def test_digits_start_from_a_mixture_in_their_umap_embedding_closer_to_the_class
         accuracy[embedded] = cluster_accuracy(y, clusters, 10)
     assert accuracy[True] > 0.8
     assert accuracy[True] > accuracy[False] + 0.1
+
+
+def test_the_embedding_start_without_umap_learn_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "umap", None)  # import umap then raises ImportError
+    with pytest.raises(GMVAEError, match=r"needs umap-learn: pip install 'gmvae\[umap\]'"):
+        fit_embedding(np.zeros((30, 4)), k=3, seed=0)

@@ -4,6 +4,7 @@ for all: readable sizes and Paul Tol's colour-blind-safe palette."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 from pathlib import Path
 
@@ -124,12 +125,17 @@ def plot_losses(history: list[dict]) -> plt.Figure:
     return fig
 
 
+def umap_installed() -> bool:
+    """Whether umap-learn is there, for the UMAP latent map beside the t-SNE one."""
+    return importlib.util.find_spec("umap") is not None
+
+
 def embed_2d(latent: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
     """(N, Z) -> (N, 2) with t-SNE, or UMAP (`method="umap"`, needs umap-learn)."""
     if method == "umap":
         import umap
 
-        return umap.UMAP(random_state=seed).fit_transform(latent)
+        return umap.UMAP(random_state=seed, n_jobs=1).fit_transform(latent)
     perplexity = min(30.0, (len(latent) - 1) / 3)
     return TSNE(2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(latent)
 
