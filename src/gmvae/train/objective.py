@@ -59,7 +59,8 @@ ADVERSARIAL_RADIUS = {"images": 0.25, "tables": 0.05}
 # benchmarks/results/semi-supervised/). Without labels it bought no clear gain on MNIST
 # (benchmarks/results/clustering/) and costs a forward pass per step, so it stays off there.
 SEMI_SUPERVISED_CONSISTENCY = 5.0
-# The start term's weight when not set, for tables with labels that start on their inputs: that
+# The start term's weight when not set, for runs with labels that start on their inputs (tables,
+# by default) or their embedding. Measured on tables: their
 # start is the semi-supervised mixture or the classifier that the held-out labelled rows
 # preferred, and without the term the clustering terms moved q(y|x) off it, mostly down. The
 # weights 0.3, 1 and 3 tie on the suite's tables (benchmarks/results/semi-supervised/); 3 left
@@ -155,10 +156,10 @@ class ObjectiveConfig:
     w_start: float | None = field(
         default=None,
         metadata={
-            "help": "weight of the cross-entropy from the start's cluster probabilities (a "
-            "table's mixture, --mixture-start inputs) to q(y|x) (unset: "
-            f"{SEMI_SUPERVISED_START:g} for tables started on their inputs in semi-supervised "
-            "runs, else 0)"
+            "help": "weight of the cross-entropy from the start's cluster probabilities (the "
+            "mixture of --mixture-start inputs or embedding) to q(y|x) (unset: "
+            f"{SEMI_SUPERVISED_START:g} for runs so started in semi-supervised runs (tables, "
+            "by default), else 0)"
         },
     )
     w_labelled: float = field(

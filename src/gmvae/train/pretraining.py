@@ -8,7 +8,8 @@ component, q(y|x) is taught the mixture's responsibilities, and q(z|x,y) gives t
 autoencoder's code whatever y is.
 
 On the inputs (`start_from_inputs`, for tables): an M-component Gaussian mixture is fitted to
-the standardised rows and q(y|x) is taught its responsibilities. On a table of a few measured
+the standardised rows (or to a UMAP embedding of them, gmvae.train.embedding) and q(y|x) is
+taught its responsibilities. On a table of a few measured
 features this is the model a user tries first, and the clusters it finds are the start. In a
 semi-supervised run the mixture is fitted with the labelled rows held in their class's component
 (mixtures.fit_labelled_start), so the start's cluster k is already class k, or, where the
