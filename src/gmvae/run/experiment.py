@@ -11,6 +11,7 @@ runs/<name>/
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import os
@@ -421,7 +422,7 @@ def write_figures(
     labels = None if data.y_test is None else data.y_test[:n]
     xy = plots.embed_2d(latent, "tsne", seed)
     plots.save_png(plots.plot_latent_map(xy, labels, rank[clusters[:n]]), out / "latent_tsne.png")
-    if plots.umap_installed():
+    if importlib.util.find_spec("umap") is not None:
         xy = plots.embed_2d(latent, "umap", seed)
         figure = plots.plot_latent_map(xy, labels, rank[clusters[:n]], "UMAP")
         plots.save_png(figure, out / "latent_umap.png")

@@ -4,7 +4,6 @@ for all: readable sizes and Paul Tol's colour-blind-safe palette."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 from pathlib import Path
 
@@ -123,11 +122,6 @@ def plot_losses(history: list[dict]) -> plt.Figure:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
-
-
-def umap_installed() -> bool:
-    """Whether umap-learn is there, for the UMAP latent map beside the t-SNE one."""
-    return importlib.util.find_spec("umap") is not None
 
 
 def embed_2d(latent: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
