@@ -20,7 +20,7 @@ from gmvae.model.network import GMVAENet
 from gmvae.run.settings import DataConfig, ExperimentConfig, parse_int_range
 from gmvae.train.distributed import World, resolve_device
 from gmvae.train.objective import Objective
-from gmvae.train.trainer import Trainer
+from gmvae.train.trainer import STARTS_ON_INPUTS, Trainer
 
 
 def load_data(config: DataConfig, seed: int = 0) -> Dataset:
@@ -92,9 +92,9 @@ def fit_to_data(
     objective = objective.for_inputs(
         images=image_shape is not None,
         labelled=labels is not None,
-        started_on_inputs=train.mixture_start in ("inputs", "embedding"),
+        started_on_inputs=train.mixture_start in STARTS_ON_INPUTS,
     )
-    if objective.w_start > 0 and train.mixture_start not in ("inputs", "embedding"):
+    if objective.w_start > 0 and train.mixture_start not in STARTS_ON_INPUTS:
         raise GMVAEError(
             "--w-start holds q(y|x) to a start on the inputs: set --mixture-start inputs "
             "or embedding"

@@ -4,22 +4,20 @@ pulls apart what its neighbour graph does not connect, so a class spread over a 
 stretched region of the input space (a digit's styles, a garment's cuts) becomes a compact
 group that one Gaussian fits.
 
-`EmbeddedStart` is a start as a Mixture is (pretraining.start_from_inputs): it gives p(y|x) for
-rows of the input space, by embedding them with the fitted UMAP first.
+pretraining.start_from_inputs fits its mixture to the embedding of the rows it drew and gives
+every other row its place in the embedding (`embed_all_rows`) before asking the mixture.
 
 Shapes: N rows, F features, E embedding dimensions, K components.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from gmvae.errors import GMVAEError
-from gmvae.train.labelled_start import ClassifierStart
-from gmvae.train.mixtures import Mixture
 
 # N2D's settings: an embedding of as many dimensions as clusters (at least 2), built from each
 # row's 20 nearest neighbours, with min_dist 0 so that neighbours may sit on top of each other
@@ -46,23 +44,20 @@ def fit_embedding(x: np.ndarray, k: int, seed: int) -> Any:
     ).fit(x)
 
 
-@dataclass
-class EmbeddedStart:
-    """A start fitted in a UMAP embedding: `embedding` maps rows (N, F) to (N, E), `start` (a
-    Mixture or ClassifierStart) gives p(y|x) there; weights_ (K,) and log_likelihood are the
-    start's."""
-
-    embedding: Any
-    start: Mixture | ClassifierStart
-
-    @property
-    def weights_(self) -> np.ndarray:
-        return self.start.weights_
-
-    @property
-    def log_likelihood(self) -> float:
-        return self.start.log_likelihood
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """p(y|x): (N, F) -> (N, K)."""
-        return self.start.predict_proba(self.embedding.transform(x).astype(np.float64))
+def embed_all_rows(
+    embedding: Any,
+    fitted: np.ndarray,
+    n_rows: int,
+    inputs_of: Callable[[np.ndarray], np.ndarray],
+    chunk: int,
+) -> np.ndarray:
+    """The embedding (N, E) of all n_rows rows: the `fitted` rows (the indices, in the order
+    UMAP was fitted on them) keep their fitted coordinates; the others, read `chunk` at a time by
+    `inputs_of(indices)` -> (B, F), are placed by UMAP's transform."""
+    coordinates = np.empty((n_rows, embedding.embedding_.shape[1]))
+    coordinates[fitted] = embedding.embedding_
+    rest = np.setdiff1d(np.arange(n_rows), fitted)
+    for start in range(0, len(rest), chunk):
+        rows = rest[start : start + chunk]
+        coordinates[rows] = embedding.transform(inputs_of(rows))
+    return coordinates

@@ -33,7 +33,7 @@ from sklearn.mixture import GaussianMixture
 
 from gmvae.model.losses import reconstruction_nll
 from gmvae.model.network import MIN_VARIANCE, GMVAENet
-from gmvae.train.embedding import EmbeddedStart, fit_embedding
+from gmvae.train.embedding import embed_all_rows, fit_embedding
 from gmvae.train.labelled_start import ClassifierStart, fit_semi_supervised_start
 from gmvae.train.mixtures import Mixture, fit_mixture, fit_reproduced_mixture, responsibilities
 
@@ -130,7 +130,9 @@ def start_from_inputs(
     TEACH_STEPS steps. With labels (N,) (-1 unknown), every labelled row is fitted too, component
     k is class k, a labelled row is taught its class, and a logistic regression of the labelled
     rows replaces the mixture where the held-out labelled rows prefer it
-    (labelled_start.fit_semi_supervised_start). Seeded."""
+    (labelled_start.fit_semi_supervised_start). `embedded`: the mixture (or classifier) is
+    fitted to a UMAP embedding of the drawn rows instead, in which every other row is placed
+    once (gmvae.train.embedding). Seeded."""
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -138,30 +140,38 @@ def start_from_inputs(
     known = None if labels is None else labels.cpu().numpy()
     if known is not None:
         fitted = np.union1d(fitted, np.flatnonzero(known >= 0))
-    fitted_rows = torch.as_tensor(np.sort(fitted), device=device)
-    with torch.no_grad():
-        x = torch.cat([read(rows) for rows in fitted_rows.split(CODE_CHUNK)]).cpu().numpy()
-    x = x.astype(np.float64)
+    fitted = np.sort(fitted)
+
+    def inputs_of(rows: np.ndarray) -> np.ndarray:
+        """The rows' inputs (B, D) for their indices (B,)."""
+        with torch.no_grad():
+            return read(torch.as_tensor(rows, device=device)).cpu().numpy().astype(np.float64)
+
+    features_of = inputs_of  # what the mixture is fitted to: (B,) -> (B, F)
+    x = np.concatenate(
+        [inputs_of(fitted[i : i + CODE_CHUNK]) for i in range(0, len(fitted), CODE_CHUNK)]
+    )
     k = model.config.n_components
-    embedding = fit_embedding(x, k, seed) if embedded else None
-    if embedding is not None:
-        x = embedding.embedding_.astype(np.float64)
+    if embedded:
+        embedding = fit_embedding(x, k, seed)
+        coordinates = embed_all_rows(embedding, fitted, n_rows, inputs_of, CODE_CHUNK)
+        x = coordinates[fitted]
+
+        def features_of(rows: np.ndarray) -> np.ndarray:
+            return coordinates[rows]
+
     shapes = ("full", "diag") if x.shape[1] <= FULL_COVARIANCE_FEATURES else ("diag",)
-    start: Mixture | ClassifierStart | EmbeddedStart
+    start: Mixture | ClassifierStart
     if known is None:
         start = fit_reproduced_mixture(k, x, shapes, seed, MIXTURE_INITS)
     else:
-        x_labels = known[fitted_rows.cpu().numpy()]
-        start = fit_semi_supervised_start(k, x, x_labels, shapes, seed, MIXTURE_INITS)
-    classifier = isinstance(start, ClassifierStart)
-    if embedding is not None:
-        start = EmbeddedStart(embedding, start)
+        start = fit_semi_supervised_start(k, x, known[fitted], shapes, seed, MIXTURE_INITS)
 
     def probabilities(rows: torch.Tensor) -> torch.Tensor:
         """The start's p(y|x) (B, M) for the rows (B,), a labelled row's its class."""
-        rows_x = read(rows).cpu().numpy().astype(np.float64)
-        labels_of_rows = None if known is None else known[rows.cpu().numpy()]
-        return torch.as_tensor(responsibilities(start, rows_x, labels_of_rows))
+        indices = rows.cpu().numpy()
+        labels_of_rows = None if known is None else known[indices]
+        return torch.as_tensor(responsibilities(start, features_of(indices), labels_of_rows))
 
     start_proportions(model, start)
     with torch.no_grad():
@@ -172,11 +182,11 @@ def start_from_inputs(
     # clustered breast cancer, iris and penguins worse (the suite's default-teach-one-adam row).
     for _ in range(-(-TEACH_STEPS // -(-n_rows // batch_size))):
         teach_clusters(model, n_rows, read, targets, batch_size, lr, generator)
-    return InputsStart(targets, start.log_likelihood / len(x), classifier)
+    return InputsStart(targets, start.log_likelihood / len(x), isinstance(start, ClassifierStart))
 
 
 def start_proportions(
-    model: GMVAENet, mixture: GaussianMixture | Mixture | ClassifierStart | EmbeddedStart
+    model: GMVAENet, mixture: GaussianMixture | Mixture | ClassifierStart
 ) -> None:
     """Learned proportions p(y), when the model has them, start from the mixture's weights."""
     if model.proportion_logits is not None:

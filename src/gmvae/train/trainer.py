@@ -34,6 +34,8 @@ from gmvae.train.pretraining import pretrain, start_from_inputs
 NONFINITE_POLICIES = ("stop", "skip")
 LR_SCHEDULES = ("constant", "cosine")
 MIXTURE_STARTS = ("none", "inputs", "embedding", "auto")
+# The starts fitted to the inputs, as they are or embedded (pretraining.start_from_inputs).
+STARTS_ON_INPUTS = ("inputs", "embedding")
 # What the start from a mixture records in the first epoch's record.
 START_RECORDS = ("pretrain_rec", "mixture_log_likelihood", "classifier_start")
 PROGRESS_EVERY = 25  # steps between updates of the progress bar's loss and usage entropy
@@ -115,7 +117,7 @@ class TrainConfig:
             raise GMVAEError(f"{', '.join(at_least_zero)} must be at least 0")
         if self.mixture_start not in MIXTURE_STARTS:
             raise GMVAEError(f"mixture_start must be one of {MIXTURE_STARTS}")
-        if self.mixture_start in ("inputs", "embedding") and self.pretrain_epochs > 0:
+        if self.mixture_start in STARTS_ON_INPUTS and self.pretrain_epochs > 0:
             raise GMVAEError(
                 "a run starts from one mixture: on the inputs (mixture_start inputs) or on "
                 "pretrained codes (pretrain_epochs), not both"
@@ -289,7 +291,7 @@ class Trainer:
                 self.model, len(source), source.read, cfg.pretrain_epochs, cfg.batch_size,
                 cfg.lr, cfg.seed,
             )}  # fmt: skip
-        elif cfg.mixture_start in ("inputs", "embedding"):
+        elif cfg.mixture_start in STARTS_ON_INPUTS:
             start = start_from_inputs(
                 self.model, len(source), source.read, cfg.batch_size, cfg.lr, cfg.seed,
                 source.labels, embedded=cfg.mixture_start == "embedding",
