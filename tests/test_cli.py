@@ -217,3 +217,21 @@ def test_labels_per_class_draws_that_many_saves_the_draw_and_scores_classes(tmp_
     assert results["labelled"] == 20 and 0 <= results["test"]["accuracy"] <= 100
     main(["evaluate", str(out)])
     assert f"{results['test']['accuracy']:.2f}" in capsys.readouterr().out
+
+
+def test_latent_map_umap_draws_the_map_with_umap_instead_of_tsne(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("umap")
+    out = tmp_path / "umap"
+    main([*TRAIN_TINY, "--latent-map", "umap", "--quiet", "--out", str(out)])
+    assert (out / "latent_umap.png").read_bytes().startswith(b"\x89PNG")
+    assert not (out / "latent_tsne.png").exists()
+    assert "UMAP of the latent means" in (out / "report.html").read_text()
+
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    without_umap = lambda name, *rest: None if name == "umap" else find_spec(name, *rest)  # noqa: E731
+    monkeypatch.setattr(importlib.util, "find_spec", without_umap)
+    missing = tmp_path / "missing"
+    expect_error([*TRAIN_TINY, "--latent-map", "umap", "--out", str(missing)], capsys, "umap-learn")
+    assert not missing.exists()

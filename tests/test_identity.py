@@ -48,8 +48,10 @@ OUTPUTS = ("metrics.csv", "results.json", "restarts.csv")
 # Columns renamed by the change: name before -> name now. The `loss` before was the
 # weighted ELBO; with every ELBO weight 1 (as in each scenario) that is `neg_elbo` now.
 RENAMED = {"loss": "neg_elbo"}
-# Same machine, same kernels: only the order of threaded sums may differ.
-RELATIVE_TOLERANCE = 1e-6
+# Same machine, same kernels: only the order of threaded sums may differ, and two epochs can
+# carry that to a relative 1e-5 (restarts-digits' heldout_elbo, -34.08394 against -34.08363, on
+# an Intel Xeon). A changed term or schedule moves the numbers by far more than 1e-4.
+RELATIVE_TOLERANCE = 1e-4
 
 
 def is_seconds(key: str) -> bool:

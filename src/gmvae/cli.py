@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--tensorboard", action="store_true", help="also log to RUN/tensorboard (needs tensorboard)"
     )
+    train.add_argument(
+        "--latent-map",
+        choices=("tsne", "umap"),
+        default="tsne",
+        help="how the latent map is drawn: t-SNE, or UMAP (needs umap-learn)",
+    )
     defaults = ExperimentConfig.from_preset(DEFAULT_PRESET)
     for section, cls in SECTIONS.items():
         _add_dataclass_flags(train, cls, section, getattr(defaults, section))
@@ -179,7 +185,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     world, _ = distributed.setup(device_name)
     if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise GMVAEError("--tensorboard needs tensorboard: pip install 'gmvae[tensorboard]'")
-    output = Output("quiet" if args.quiet else args.log_format, args.tensorboard)
+    if args.latent_map == "umap" and importlib.util.find_spec("umap") is None:
+        raise GMVAEError("--latent-map umap needs umap-learn: pip install 'gmvae[umap]'")
+    log = "quiet" if args.quiet else args.log_format
+    output = Output(log, args.tensorboard, latent_map=args.latent_map)
     try:
         if args.resume is not None:
             resume_experiment(out, device, output, world)

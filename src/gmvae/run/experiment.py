@@ -11,7 +11,6 @@ runs/<name>/
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
 import os
@@ -63,6 +62,7 @@ class Output:
     log: str = "text"  # text: a line per epoch; json: a JSON object per epoch; quiet: nothing
     tensorboard: bool = False  # also TensorBoard event files in RUN/tensorboard
     progress: bool | None = None  # a bar per epoch; default: on a terminal unless quiet
+    latent_map: str = "tsne"  # the latent map's method: tsne, or umap (needs umap-learn)
 
 
 def git_commit() -> str | None:
@@ -387,7 +387,7 @@ def train_and_report(
         results["labelled"] = int((data.train_labels >= 0).sum())
         if data.label_names is not None:
             results["classes"] = data.label_names  # class k's original label
-    write_figures(model, data, history, clusters, table, match, out, config.seed)
+    write_figures(model, data, history, clusters, table, match, out, config.seed, output.latent_map)
     write_json(out / "results.json", results)
     write_report(out, model, data)
     if board is not None:
@@ -409,9 +409,10 @@ def write_figures(
     match: dict[int, int],
     out: Path,
     seed: int,
+    latent_map: str,
 ) -> None:
     """The run's PNG figures: scores and contingency only with labels, images only for
-    image data."""
+    image data; the latent map drawn by `latent_map` ("tsne" or "umap")."""
     k = model.config.n_clusters
     # Clusters in the order of the label they match (cluster for digit 0 first), then the rest.
     order = sorted(range(k), key=lambda c: (match.get(c, k), c))
@@ -420,12 +421,10 @@ def write_figures(
     latent = inference.latent_means(model, data.x_test[:n])
     rank = np.argsort(order)  # cluster -> its row in `order`, i.e. its matched label when K = C
     labels = None if data.y_test is None else data.y_test[:n]
-    xy = plots.embed_2d(latent, "tsne", seed)
-    plots.save_png(plots.plot_latent_map(xy, labels, rank[clusters[:n]]), out / "latent_tsne.png")
-    if importlib.util.find_spec("umap") is not None:
-        xy = plots.embed_2d(latent, "umap", seed)
-        figure = plots.plot_latent_map(xy, labels, rank[clusters[:n]], "UMAP")
-        plots.save_png(figure, out / "latent_umap.png")
+    xy = plots.embed_2d(latent, latent_map, seed)
+    title = {"tsne": "t-SNE", "umap": "UMAP"}[latent_map]
+    figure = plots.plot_latent_map(xy, labels, rank[clusters[:n]], title)
+    plots.save_png(figure, out / f"latent_{latent_map}.png")
     if table is not None:
         plots.save_png(plots.plot_scores(history), out / "scores.png")
         plots.save_png(plots.plot_contingency(table, order), out / "contingency.png")
