@@ -1,7 +1,11 @@
+import math
+
 import numpy as np
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
-from gmvae.data.batches import BatchSource
+from gmvae.data.batches import BatchSource, batch_bounds
 from gmvae.data.preprocessing import ScaledRows
 
 
@@ -18,3 +22,17 @@ def test_memory_mapped_batches_come_back_in_the_order_asked(digits, tmp_path):
 def test_labels_give_the_labelled_rows():
     source = BatchSource(torch.rand(5, 3), torch.device("cpu"), np.array([-1, 2, -1, 0, -1]))
     assert source.labelled_rows.tolist() == [1, 3] and source.labels.dtype == torch.int64
+
+
+def test_an_epoch_is_the_fewest_batches_of_sizes_within_one_of_each_other():
+    assert batch_bounds(569, 256) == [0, 190, 379, 569]  # not 256 / 256 / 57
+    assert batch_bounds(512, 256) == [0, 256, 512]  # a dividing batch size keeps its batches
+
+
+@given(st.integers(1, 5000), st.integers(1, 600))
+def test_batches_cover_every_row_once_and_none_exceeds_the_batch_size(n_rows, batch_size):
+    bounds = batch_bounds(n_rows, batch_size)
+    sizes = np.diff(bounds)
+    assert bounds[0] == 0 and bounds[-1] == n_rows
+    assert len(sizes) == math.ceil(n_rows / batch_size)
+    assert sizes.max() <= batch_size and sizes.max() - sizes.min() <= 1

@@ -19,7 +19,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from gmvae.data.batches import BatchSource
+from gmvae.data.batches import BatchSource, batch_bounds
 from gmvae.data.neighbours import NeighbourSearch
 from gmvae.data.preprocessing import ScaledRows
 from gmvae.errors import GMVAEError
@@ -317,7 +317,8 @@ class Trainer:
             partial = self._start_epoch(source, epoch)
         order, sums, counted = partial["order"], partial["sums"], partial["counted"]
         started = time.perf_counter() - partial["seconds"]
-        steps = math.ceil(len(source) / cfg.batch_size)
+        bounds = batch_bounds(len(source), cfg.batch_size)
+        steps = len(bounds) - 1
         labelled = source.labels is not None and self.objective.config.uses_labels(epoch)
         bar = tqdm(
             range(partial["next"], steps),
@@ -326,10 +327,10 @@ class Trainer:
             disable=not progress,
         )
         for step in bar:
-            rows = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            rows = order[bounds[step] : bounds[step + 1]]
             if len(rows) < 2 * self.world.size:
-                # A last batch too small to give each rank two rows (batch normalisation needs
-                # two): every rank skips it.
+                # A batch too small to give each rank two rows (batch normalisation needs two;
+                # only with a handful of rows): every rank skips it.
                 continue
             if labelled:
                 pick = torch.randint(
