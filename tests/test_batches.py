@@ -5,7 +5,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gmvae.data.batches import BatchSource, batch_bounds
+from gmvae.data.batches import BatchSource, batch_bounds, epoch_batches
 from gmvae.data.preprocessing import ScaledRows
 
 
@@ -36,3 +36,10 @@ def test_batches_cover_every_row_once_and_none_exceeds_the_batch_size(n_rows, ba
     assert bounds[0] == 0 and bounds[-1] == n_rows
     assert len(sizes) == math.ceil(n_rows / batch_size)
     assert sizes.max() <= batch_size and sizes.max() - sizes.min() <= 1
+
+
+def test_an_epochs_batches_are_its_order_cut_at_the_bounds():
+    order = torch.randperm(569)
+    batches = epoch_batches(order, 256)
+    assert [len(b) for b in batches] == [190, 189, 190]
+    assert torch.equal(torch.cat(batches), order)

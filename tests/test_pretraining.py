@@ -59,6 +59,19 @@ def test_pretraining_alone_gives_q_y_clusters_of_digits_and_one_code_for_every_y
     assert torch.equal(codes[0], codes[1]) and torch.equal(codes[0], codes[2])
 
 
+def test_pretraining_and_teaching_read_batches_of_equal_size(digits):
+    x, _ = digits  # 1,797 rows at 256: eight batches of 224 or 225, not seven of 256 and one of 5
+    rows, sizes = torch.as_tensor(x), []
+
+    def read(r: torch.Tensor) -> torch.Tensor:
+        sizes.append(len(r))
+        return rows[r]
+
+    pretrain(digits_model(), len(x), read, epochs=1, batch_size=256, lr=1e-3, seed=0)
+    batches = [size for size in sizes if size <= 256]  # not the code chunks
+    assert len(batches) > 8 and set(batches) == {224, 225}
+
+
 def test_a_table_starts_from_the_mixture_on_its_rows_with_its_proportions():
     rng = np.random.default_rng(0)
     sizes = (450, 150)  # 3:1, with correlated features in each cluster

@@ -4,6 +4,7 @@ memory-mapped file read a batch at a time, and the classes of the labelled ones.
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -51,9 +52,15 @@ class BatchSource:
 
 def batch_bounds(n_rows: int, batch_size: int) -> list[int]:
     """Where an epoch's batches of the n_rows start and end: the fewest batches of at most
-    batch_size rows, of sizes that differ by one at most (569 rows at 256: 190 / 190 / 189, not
+    batch_size rows, of sizes that differ by one at most (569 rows at 256: 190 / 189 / 190, not
     256 / 256 / 57). A small last batch gives the batch-normalised q(y|x) and the balance term
     the statistics of a few rows, and on breast cancer it was behind the default's worst seeds
     (benchmarks/results/suite/, "Batches of equal size")."""
     steps = math.ceil(n_rows / batch_size)
     return [round(i * n_rows / steps) for i in range(steps + 1)]
+
+
+def epoch_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """The rows of an epoch, `order` (N,), cut where batch_bounds cuts them: one (B,) per batch."""
+    bounds = batch_bounds(len(order), batch_size)
+    return [order[start:end] for start, end in pairwise(bounds)]

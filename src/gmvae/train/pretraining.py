@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.mixture import GaussianMixture
 
+from gmvae.data.batches import epoch_batches
 from gmvae.model.losses import reconstruction_nll
 from gmvae.model.network import MIN_VARIANCE, GMVAENet
 from gmvae.train.embedding import embed_all_rows, fit_embedding
@@ -85,7 +86,8 @@ def pretrain(
     model.train()
     for _ in range(epochs):
         total = torch.zeros((), device=device)
-        for rows in torch.randperm(n_rows, generator=generator, device=device).split(batch_size):
+        order = torch.randperm(n_rows, generator=generator, device=device)
+        for rows in epoch_batches(order, batch_size):
             x = read(rows)
             mean, _ = model.encode_z(x, no_y[: len(x)])
             rec = reconstruction_nll(x, model.decode(mean), model.config.likelihood)
@@ -227,7 +229,7 @@ def teach_clusters(
     responsibilities, by cross-entropy."""
     optimizer = torch.optim.Adam(model.y_encoder.parameters(), lr=lr)
     order = torch.randperm(n_rows, generator=generator, device=targets.device)
-    for rows in order.split(batch_size):
+    for rows in epoch_batches(order, batch_size):
         if len(rows) < 2:  # batch normalisation needs two rows
             continue
         log_q = F.log_softmax(model.component_logits(read(rows)), -1)

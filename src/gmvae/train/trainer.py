@@ -19,7 +19,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from gmvae.data.batches import BatchSource, batch_bounds
+from gmvae.data.batches import BatchSource, epoch_batches
 from gmvae.data.neighbours import NeighbourSearch
 from gmvae.data.preprocessing import ScaledRows
 from gmvae.errors import GMVAEError
@@ -317,8 +317,8 @@ class Trainer:
             partial = self._start_epoch(source, epoch)
         order, sums, counted = partial["order"], partial["sums"], partial["counted"]
         started = time.perf_counter() - partial["seconds"]
-        bounds = batch_bounds(len(source), cfg.batch_size)
-        steps = len(bounds) - 1
+        batches = epoch_batches(order, cfg.batch_size)
+        steps = len(batches)
         labelled = source.labels is not None and self.objective.config.uses_labels(epoch)
         bar = tqdm(
             range(partial["next"], steps),
@@ -327,7 +327,7 @@ class Trainer:
             disable=not progress,
         )
         for step in bar:
-            rows = order[bounds[step] : bounds[step + 1]]
+            rows = batches[step]
             if len(rows) < 2 * self.world.size:
                 # A batch too small to give each rank two rows (batch normalisation needs two;
                 # only with a handful of rows): every rank skips it.
