@@ -72,3 +72,18 @@ def test_atomic_write_replaces_the_whole_file_and_leaves_no_temporary(tmp_path):
     atomic_write(target, "new contents")
     assert target.read_text() == "new contents"
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+@pytest.mark.parametrize("learned", [True, False])
+def test_the_starts_decision_on_learning_proportions_is_saved_with_the_model(tmp_path, learned):
+    config = ModelConfig(x_dim=16, image_shape=(4, 4), n_clusters=3, z_dim=2, hidden_dim=8,
+                         likelihood="bernoulli", proportions="auto")  # fmt: skip
+    model = GMVAENet(config)
+    model.set_learns_proportions(learned)
+    with torch.no_grad():
+        model.proportion_logits.copy_(torch.tensor([0.6, 0.3, 0.1]).log())
+    save_model(model, tmp_path / "model")
+    loaded = load_model(tmp_path / "model")
+    assert loaded.learns_proportions() is learned
+    expected = [0.6, 0.3, 0.1] if learned else [1 / 3] * 3
+    assert torch.allclose(loaded.log_proportions().exp(), torch.tensor(expected))

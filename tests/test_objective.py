@@ -126,6 +126,21 @@ def test_usage_shortfall_aimed_at_proportions_is_zero_there_and_positive_at_equa
     assert float(usage_shortfall(torch.eye(3).repeat(3, 1) * 50, target)) > 0.1
 
 
+def test_auto_proportions_held_equal_give_the_numbers_of_equal_proportions():
+    x = torch.rand(8, 16)
+    sums = []
+    for proportions in ("equal", "auto"):
+        torch.manual_seed(0)
+        config = ModelConfig(x_dim=16, image_shape=(4, 4), n_clusters=3, z_dim=2, hidden_dim=8,
+                             likelihood="bernoulli", proportions=proportions)  # fmt: skip
+        objective = Objective(GMVAENet(config), ObjectiveConfig(w_balance=1.0))
+        objective.prepare(BatchSource(x, CPU), NeighbourSearch(x, 0, CPU))
+        torch.manual_seed(1)
+        sums.append(step(objective, x).sums)
+    assert sums[0].keys() == sums[1].keys()
+    assert all(torch.equal(sums[0][name], sums[1][name]) for name in sums[0])
+
+
 def test_with_learned_proportions_cat_is_kl_to_them_and_only_they_learn_from_it():
     x = torch.rand(8, 16)
     torch.manual_seed(0)

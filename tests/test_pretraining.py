@@ -94,6 +94,26 @@ def test_a_table_starts_from_the_mixture_on_its_rows_with_its_proportions():
     np.testing.assert_allclose(sorted(inference.proportions(model)), [0.25, 0.75], atol=0.01)
 
 
+@pytest.mark.parametrize(
+    ("sizes", "learned", "proportions"),
+    [((540, 60), True, [0.1, 0.9]), ((330, 270), False, [0.5, 0.5])],
+)
+def test_auto_proportions_are_learned_only_when_the_start_finds_a_cluster_under_half_its_share(
+    sizes, learned, proportions
+):
+    rng = np.random.default_rng(0)
+    rows = [rng.normal(m, 1.0, size=(n, 2)) for m, n in zip((0, 6), sizes, strict=True)]
+    x = torch.as_tensor(np.concatenate(rows), dtype=torch.float32)
+    torch.manual_seed(0)
+    model = GMVAENet(ModelConfig(x_dim=2, image_shape=None, n_clusters=2, z_dim=2,
+                                 hidden_dim=32, likelihood="gaussian", y_batch_norm=True,
+                                 proportions="auto"))  # fmt: skip
+    assert not model.learns_proportions()  # equal until a start decides
+    start_from_inputs(model, len(x), lambda r: x[r], 64, 2e-3, seed=0)
+    assert model.learns_proportions() is learned
+    np.testing.assert_allclose(sorted(inference.proportions(model)), proportions, atol=0.01)
+
+
 def test_a_table_with_few_rows_per_cluster_for_its_features_starts_from_diagonal_covariances():
     # 20 features, 30 rows per cluster: a full covariance has 210 numbers to fit from 30 rows
     centres = np.random.default_rng(1).normal(scale=4, size=(10, 20))

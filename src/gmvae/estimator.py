@@ -217,7 +217,7 @@ class GMVAE(ClusterMixin, TransformerMixin, BaseEstimator):
     def _sampling_weights(self) -> np.ndarray | None:
         """p(y) for drawing y: None (uniform, as rng.choice reads it) where it is held equal,
         so that a seed draws what it always drew."""
-        if self.model_.proportion_logits is None:
+        if not self.model_.learns_proportions():
             return None
         weights = self.weights_.astype(np.float64)
         return weights / weights.sum()

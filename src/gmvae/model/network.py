@@ -25,7 +25,10 @@ from gmvae.model.losses import (
 # Variances come out of a softplus; this floor keeps log(var) and 1/var finite.
 MIN_VARIANCE = 1e-6
 ARCHITECTURES = ("mlp", "conv")
-PROPORTIONS = ("equal", "learned")
+PROPORTIONS = ("equal", "learned", "auto")
+# With proportions "auto", p(y) learns when the start mixture gives some component less than
+# this fraction of an equal share (train/pretraining.start_proportions), and stays equal otherwise.
+UNEQUAL_SHARE = 0.5
 
 
 @dataclass
@@ -60,8 +63,9 @@ class ModelConfig:
         default="equal",
         metadata={
             "help": "the clusters' proportions p(y), the mixture's weights: equal (as the "
-            "reference), or learned (for tables started from their mixture they start from its "
-            "weights)",
+            "reference), learned (from the start mixture's weights, for runs that start from "
+            "one), or auto: learned when the start mixture gives some cluster less than half an "
+            "equal share, else equal",
             "choices": PROPORTIONS,
         },
     )
@@ -235,6 +239,11 @@ class NetworkOutput:
     decoded: torch.Tensor
 
 
+def _read_proportions_flag(module: GMVAENet, incompatible_keys: object) -> None:
+    """After load_state_dict: the Python flag from the loaded decision."""
+    module._learns_proportions = bool(module.learns_proportions_flag)
+
+
 class GMVAENet(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -259,9 +268,15 @@ class GMVAENet(nn.Module):
         self.z_var = nn.Linear(h, z)
         self.prior_mean = nn.Linear(k, z)  # y -> mean of p(z|y)
         self.prior_var = nn.Linear(k, z)
-        # p(y) = softmax(proportion_logits) when learned; uniform (no parameter) otherwise.
-        learned = config.proportions == "learned"
-        self.proportion_logits = nn.Parameter(torch.zeros(k)) if learned else None
+        # p(y) = softmax(proportion_logits) when learned; uniform (no parameter) when equal.
+        learnable = config.proportions != "equal"
+        self.proportion_logits = nn.Parameter(torch.zeros(k)) if learnable else None
+        self._learns_proportions = config.proportions == "learned"
+        if config.proportions == "auto":
+            # Decided by the start (set_learns_proportions) and saved with the weights; the
+            # Python flag mirrors it so that no step reads it back from the device.
+            self.register_buffer("learns_proportions_flag", torch.tensor(False))
+            self.register_load_state_dict_post_hook(_read_proportions_flag)
         # The cluster of each component (M,): set by train/merging.py when M > K.
         cluster = torch.arange(k) // config.components_per_cluster
         self.register_buffer("component_cluster", cluster)
@@ -285,16 +300,25 @@ class GMVAENet(nn.Module):
         """p(z|y): y (N, M) -> mean, variance (N, Z)."""
         return self.prior_mean(y), F.softplus(self.prior_var(y)) + MIN_VARIANCE
 
+    def learns_proportions(self) -> bool:
+        """Whether p(y) is learned (else uniform)."""
+        return self._learns_proportions
+
+    def set_learns_proportions(self, learned: bool) -> None:
+        """For proportions "auto": the start's decision."""
+        self.learns_proportions_flag.fill_(learned)
+        self._learns_proportions = learned
+
     def log_proportions(self) -> torch.Tensor:
         """log p(y): (M,)."""
-        if self.proportion_logits is None:
+        if not self._learns_proportions:
             k = self.config.n_components
             return torch.full((k,), -math.log(k), device=self.prior_mean.weight.device)
         return F.log_softmax(self.proportion_logits, -1)
 
     def cluster_kl(self, logits: torch.Tensor) -> torch.Tensor:
         """KL(q(y|x) || p(y)) per row: logits (N, M) -> (N,)."""
-        if self.proportion_logits is None:
+        if not self._learns_proportions:
             return categorical_kl_uniform(logits)
         return categorical_kl(logits, self.log_proportions())
 

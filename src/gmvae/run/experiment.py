@@ -379,6 +379,7 @@ def train_and_report(
         "epochs": len(history),
         "skipped_steps": trainer.skipped_steps,
         "proportions": inference.proportions(model).tolist(),  # p(y) summed per cluster
+        "proportions_learned": model.learns_proportions(),
         "cluster_to_label": {str(c): label for c, label in sorted(match.items())},
         "contingency": None if table is None else table.tolist(),  # [cluster][label] counts
         "device": str(trainer.device),

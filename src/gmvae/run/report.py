@@ -77,7 +77,7 @@ def cluster_figures(model: GMVAENet, data: Dataset, results: dict, seed: int) ->
         [confidence[clusters == c].mean() if sizes[c] else 0.0 for c in range(k)]
     )
     expected = None
-    if model.proportion_logits is not None:  # the learned p(y), in test examples
+    if model.learns_proportions():  # the learned p(y), in test examples
         expected = inference.proportions(model)[order] * len(clusters)
     figure = plots.plot_cluster_sizes(sizes[order], mean_confidence[order], names, expected)
     parts = [

@@ -20,7 +20,7 @@ from gmvae.train.trainer import TrainConfig
 PRESETS: dict[str, dict[str, dict]] = {
     "reference": {},
     "default": {
-        "model": {"y_hidden_dim": 1200, "y_batch_norm": True},
+        "model": {"y_hidden_dim": 1200, "y_batch_norm": True, "proportions": "auto"},
         "objective": {
             "elbo_to_clusters": False,
             "w_adversarial": 1.0,

@@ -374,7 +374,7 @@ def _balance(objective: Objective, inputs: StepInputs, out: NetworkOutput) -> to
     """usage_shortfall over this process's rows, aimed at the learned p(y) when there is one,
     held fixed: p(y) learns from the ELBO alone."""
     net = objective.network
-    target = None if net.proportion_logits is None else net.log_proportions().detach()
+    target = net.log_proportions().detach() if net.learns_proportions() else None
     return usage_shortfall(out.logits, target)
 
 
@@ -510,7 +510,7 @@ class Objective(nn.Module):
             # it towards the labelled classes' mix.
             labelled_cat = (
                 math.log(net.config.n_components)
-                if net.proportion_logits is None
+                if not net.learns_proportions()
                 else -net.log_proportions().detach()[labels.clamp_min(0)]
             )
             cat = torch.where(labels >= 0, labelled_cat, cat)

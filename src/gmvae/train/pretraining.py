@@ -33,7 +33,7 @@ from sklearn.mixture import GaussianMixture
 
 from gmvae.data.batches import epoch_batches
 from gmvae.model.losses import reconstruction_nll
-from gmvae.model.network import MIN_VARIANCE, GMVAENet
+from gmvae.model.network import MIN_VARIANCE, UNEQUAL_SHARE, GMVAENet
 from gmvae.train.embedding import embed_all_rows, fit_embedding
 from gmvae.train.labelled_start import ClassifierStart, fit_semi_supervised_start
 from gmvae.train.mixtures import Mixture, fit_mixture, fit_reproduced_mixture, responsibilities
@@ -190,11 +190,17 @@ def start_from_inputs(
 def start_proportions(
     model: GMVAENet, mixture: GaussianMixture | Mixture | ClassifierStart
 ) -> None:
-    """Learned proportions p(y), when the model has them, start from the mixture's weights."""
-    if model.proportion_logits is not None:
+    """Learned proportions p(y) start from the mixture's weights. With proportions "auto" they
+    are learned when the mixture gives some component less than UNEQUAL_SHARE of an equal share:
+    the balance term would otherwise pull that cluster to at least twice the size its start
+    found (on tables whose classes are that unequal it undid the start's partition)."""
+    weights = np.asarray(mixture.weights_, dtype=np.float64)
+    if model.config.proportions == "auto":
+        model.set_learns_proportions(bool(weights.min() < UNEQUAL_SHARE / len(weights)))
+    if model.learns_proportions():
         with torch.no_grad():
-            weights = torch.as_tensor(mixture.weights_, dtype=torch.float32).clamp_min(1e-6)
-            model.proportion_logits.copy_(weights.log())
+            start = torch.as_tensor(weights, dtype=torch.float32).clamp_min(1e-6)
+            model.proportion_logits.copy_(start.log())
 
 
 def start_from_mixture(model: GMVAENet, codes: np.ndarray, seed: int) -> torch.Tensor:
