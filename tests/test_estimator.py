@@ -271,19 +271,18 @@ def test_settings_change_the_presets_objective_and_bad_ones_are_refused(digits):
         GMVAE(n_clusters=4, **{**SMALL, "settings": {"loss": {}}}).fit(x)
 
 
-def test_learned_proportions_of_a_table_match_its_unequal_clusters_and_sampling_follows_them():
+def test_the_default_learns_the_proportions_of_a_table_with_a_small_cluster_and_samples_them():
     rng = np.random.default_rng(0)
-    sizes = (480, 240, 80)  # 6:3:1
+    sizes = (480, 240, 80)  # 6:3:1: the smallest under half an equal share (1/6)
     centres = ((0, 0, 0, 0), (5, 0, 5, 0), (0, 5, 0, 5))
     x = np.concatenate([rng.normal(c, 1, (n, 4)) for c, n in zip(centres, sizes, strict=True)])
     y = np.repeat([0, 1, 2], sizes)
-    model = GMVAE(n_clusters=3, random_state=0, settings={"model": {"proportions": "learned"}})
-    model.fit(x)
+    model = GMVAE(n_clusters=3, random_state=0).fit(x)
     assert cluster_accuracy(y, model.labels_, 3) > 0.97
     truth = np.array(sizes) / sum(sizes)
     learned = model.weights_[[np.bincount(model.labels_[y == c]).argmax() for c in range(3)]]
     np.testing.assert_allclose(learned, truth, atol=0.02)
     _, drawn = model.sample(4000)
     np.testing.assert_allclose(np.bincount(drawn, minlength=3) / 4000, model.weights_, atol=0.03)
-    equal = GMVAE(n_clusters=3, random_state=0).fit(x)  # the default holds them equal
-    np.testing.assert_allclose(equal.weights_, 1 / 3, atol=1e-6)
+    equal = GMVAE(n_clusters=3, random_state=0, settings={"model": {"proportions": "equal"}})
+    np.testing.assert_allclose(equal.fit(x).weights_, 1 / 3, atol=1e-6)
