@@ -528,6 +528,10 @@ class Objective(nn.Module):
             weight = getattr(cfg, term.weight) * term.schedule(cfg, progress)
             value = values[term.name]
             loss = loss + (weight * value.mean() * inputs.share if term.per_row else weight * value)
+        if net.proportion_logits is not None and not net.learns_proportions():
+            # p(y) held equal (proportions "auto" where no start chose to learn it): its logits
+            # are in no term, and DDP needs a gradient, here an exact 0, for every parameter.
+            loss = loss + 0.0 * net.proportion_logits.sum()
         with torch.no_grad():
             sums = {name: value.sum() for name, value in elbo.items()}
             for term in terms:
