@@ -73,6 +73,9 @@ if __name__ == "__main__":
     # The estimator joins the same process group when started by torchrun.
     estimator = GMVAE(5, latent_dim=4, hidden_dim=32, epochs=2, random_state=0, device="cpu")
     labels = estimator.fit(digits().numpy().reshape(-1, 8, 8)).labels_
+    # As a table it starts from a mixture, whose weights here leave p(y) held equal ("auto").
+    table = GMVAE(5, latent_dim=4, hidden_dim=32, epochs=2, random_state=0, device="cpu")
+    table_labels = table.fit(digits().numpy()).labels_
     torch.save(
         {
             "params": {k: v.clone() for k, v in trainer.model.state_dict().items()},
@@ -81,6 +84,8 @@ if __name__ == "__main__":
             "semi_params": {k: v.clone() for k, v in semi.model.state_dict().items()},
             "estimator_labels": torch.as_tensor(labels),
             "estimator_world": world_size(),
+            "table_labels": torch.as_tensor(table_labels),
+            "table_learns_proportions": table.model_.learns_proportions(),
         },
         out / f"rank{world.rank}.pt",
     )

@@ -55,6 +55,12 @@ def test_the_estimator_fitted_under_torchrun_gives_the_same_clusters_on_every_ra
     assert torch.equal(two_ranks[0]["estimator_labels"], two_ranks[1]["estimator_labels"])
 
 
+def test_a_table_with_p_y_held_equal_by_its_start_trains_under_torchrun(two_ranks):
+    # The held logits are in no term; DDP still wants a gradient for them every step.
+    assert [rank["table_learns_proportions"] for rank in two_ranks] == [False, False]
+    assert torch.equal(two_ranks[0]["table_labels"], two_ranks[1]["table_labels"])
+
+
 def test_ranks_see_disjoint_rows_that_cover_every_epoch(two_ranks):
     steps_per_epoch = 400 // SETTINGS["batch_size"]
     for epoch in range(SETTINGS["epochs"]):

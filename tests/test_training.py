@@ -292,7 +292,7 @@ def test_kl_warmup_raises_the_kl_weights_linearly_over_its_epochs(digits, tmp_pa
         tiny_trainer(tmp_path, kl_warmup=-1)
 
 
-def test_auto_mixture_start_is_the_inputs_for_tables_and_none_for_images_or_pretraining():
+def test_auto_start_is_the_inputs_for_tables_none_for_images_and_images_keep_p_y_equal():
     from gmvae.run.assembly import fit_to_data
     from gmvae.run.settings import ExperimentConfig
 
@@ -303,6 +303,10 @@ def test_auto_mixture_start_is_the_inputs_for_tables_and_none_for_images_or_pret
     assert fit_to_data(config, images, (4, 4)).train.mixture_start == "none"
     pretrained = dataclasses.replace(config, train=TrainConfig(pretrain_epochs=2))
     assert fit_to_data(pretrained, table, None).train.mixture_start == "none"
+    # p(y) is left to the start's mixture where there is one, and held equal where none is fitted
+    assert fit_to_data(config, table, None).model.proportions == "auto"
+    assert fit_to_data(pretrained, table, None).model.proportions == "auto"
+    assert fit_to_data(config, images, (4, 4)).model.proportions == "equal"
     with pytest.raises(GMVAEError, match="not both"):
         TrainConfig(pretrain_epochs=2, mixture_start="inputs").validate()
 

@@ -78,7 +78,8 @@ def fit_to_data(
     that the settings fit the data. The same settings come out when given again.
 
     mixture_start "auto": a table starts from a Gaussian mixture on its standardised rows
-    (unless it pretrains), images from random weights."""
+    (unless it pretrains), images from random weights. proportions "auto" without a start
+    mixture (random weights, no pretraining): equal."""
     config.train.validate()
     config.objective.validate()
     low, high = value_range(x)
@@ -89,6 +90,8 @@ def fit_to_data(
     if train.mixture_start == "auto":
         on_inputs = image_shape is None and train.pretrain_epochs == 0
         train = replace(train, mixture_start="inputs" if on_inputs else "none")
+    if model.proportions == "auto" and train.mixture_start == "none" and not train.pretrain_epochs:
+        model = replace(model, proportions="equal")  # no start mixture to decide by
     objective = objective.for_inputs(
         images=image_shape is not None,
         labelled=labels is not None,
