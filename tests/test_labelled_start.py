@@ -4,6 +4,7 @@ from gmvae import GMVAE
 from gmvae.data.labels import draw_per_class
 from gmvae.train.labelled_start import (
     ClassifierStart,
+    brier_score,
     fit_semi_supervised_start,
     labelled_folds,
 )
@@ -41,6 +42,15 @@ def classes_across_two_clusters(seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
         rng.choice([-1, 1], size=300) * rng.uniform(0.2, 2, size=300),
     ])  # fmt: skip
     return x, (x[:, 1] > 0).astype(int)
+
+
+def test_brier_score_charges_a_start_sure_of_a_wrong_class_more_than_an_unsure_one():
+    classes = np.array([0, 1])
+    assert brier_score(np.array([[1.0, 0.0], [0.0, 1.0]]), classes) == 0.0
+    # Both give one of the two rows its class; the sure one is charged 2 for its miss.
+    sure = brier_score(np.array([[1.0, 0.0], [1.0, 0.0]]), classes)
+    unsure = brier_score(np.array([[0.6, 0.4], [0.6, 0.4]]), classes)
+    assert sure == 2.0 and np.isclose(unsure, 2 * 0.16 + 2 * 0.36)
 
 
 def test_a_classifier_starts_a_table_whose_classes_are_not_its_clusters():
