@@ -73,8 +73,9 @@ def run_scenario(name: str, out: Path) -> None:
 
 
 # Runs every scenario with the code of 9c2722f first on the path, in one process (one import of
-# torch and scikit-learn instead of six). Figures are drawn from the numbers after they are
-# saved and compared by no one: both codes skip them (half of a scenario's seconds).
+# torch and scikit-learn instead of six). The figures are not compared, so both codes skip
+# drawing them (half of a scenario's seconds); the test failed on a changed balance weight
+# with them skipped.
 BEFORE_DRIVER = """
 import json, sys
 import gmvae.experiment
