@@ -8,7 +8,8 @@ umap-learn is installed), each over seeds. Labels only score.
 --datasets also takes a table of your own as FILE:COLUMN (a .csv, .tsv or .parquet file, read as
 `gmvae train --data FILE --label-column COLUMN` reads it; its classes are the column's values),
 e.g. `--datasets iris,/data/mine.csv:class`: a default can then be checked on data the repository
-never names, by the same protocol as the suite's.
+never names, by the same protocol as the suite's. `mixture-K-D` is a table drawn from a Gaussian
+mixture of K unequal, overlapping clusters (draw D; benchmarks/drawn_mixtures.py).
 
 --settings changes the default GMVAE's settings (the estimator's `settings`), for measuring a
 remedy against the rows of the plain default. --whiten gives the default GMVAE each table whitened
@@ -37,6 +38,7 @@ from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import StandardScaler
 
+from benchmarks import drawn_mixtures
 from benchmarks.clustering import write_csv
 from benchmarks.provenance import benchmark_record, command_line
 from gmvae import GMVAE
@@ -123,13 +125,21 @@ DATASETS: dict[str, Callable[[], LabelledData]] = {
 
 
 def load(entry: str) -> LabelledData:
-    """A named data set, or FILE:COLUMN, a table whose column COLUMN holds the classes."""
+    """A named data set, a drawn one (mixture-K-D, benchmarks.drawn_mixtures), or FILE:COLUMN,
+    a table whose column COLUMN holds the classes."""
     if entry in DATASETS:
         return DATASETS[entry]()
+    if drawn := drawn_mixtures.NAME.fullmatch(entry):
+        k, draw_index = int(drawn[1]), int(drawn[2])
+        if k < 2:
+            raise GMVAEError(f"{entry}: a drawn mixture needs at least 2 clusters")
+        x, y = drawn_mixtures.draw(k, draw_index)
+        return LabelledData(entry, x, y, "drawn: benchmarks/drawn_mixtures.py")
     path, sep, column = entry.rpartition(":")
     if not sep or Path(path).suffix.lower() not in TABLE_SUFFIXES:
         raise GMVAEError(
-            f"unknown data set {entry!r}; known: {', '.join(DATASETS)}, or FILE:COLUMN for a "
+            f"unknown data set {entry!r}; known: {', '.join(DATASETS)}, mixture-K-D (drawn), or "
+            f"FILE:COLUMN for a "
             f"table ({', '.join(sorted(TABLE_SUFFIXES))}) and its label column"
         )
     raw = read_data(Path(path), column)
