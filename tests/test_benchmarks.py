@@ -101,6 +101,25 @@ def test_the_unequal_draw_keeps_four_times_as_many_zeros_as_nines(tmp_path):
     np.testing.assert_allclose(shares, counts / counts.sum())
 
 
+def test_a_drawn_mixture_has_clusters_spread_four_to_one_that_overlap_and_the_same_draw_twice():
+    from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
+
+    from benchmarks import suite
+    from gmvae.errors import GMVAEError
+
+    data = suite.load("mixture-3-1")
+    counts = np.bincount(data.y)
+    assert data.x.shape == (600, 5) and data.k == 3
+    assert np.all(np.diff(counts) < 0) and 3.9 < counts[0] / counts[2] < 4.1
+    # Overlap: even the true model's classifier (one Gaussian per class) misplaces some rows.
+    fitted = QuadraticDiscriminantAnalysis().fit(data.x, data.y)
+    assert 0.8 < fitted.score(data.x, data.y) < 1.0
+    np.testing.assert_array_equal(suite.load("mixture-3-1").x, data.x)
+    assert not np.allclose(suite.load("mixture-3-2").x, data.x)
+    with pytest.raises(GMVAEError, match="at least 2 clusters"):
+        suite.load("mixture-1-0")
+
+
 def test_a_seed_saved_with_its_auto_settings_resolved_counts_as_the_same_settings():
     config = ExperimentConfig.from_preset("default")
     resolved = saved_config(config)

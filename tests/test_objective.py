@@ -12,7 +12,7 @@ from gmvae.model.network import GMVAENet, ModelConfig
 from gmvae.train.objective import (
     REGULARISERS,
     SEMI_SUPERVISED_CONSISTENCY,
-    SEMI_SUPERVISED_START,
+    START_WEIGHT,
     Objective,
     ObjectiveConfig,
     Progress,
@@ -184,14 +184,16 @@ def test_unset_consistency_is_on_for_labelled_images_only_and_a_set_weight_is_ke
         ObjectiveConfig(w_consistency=-1.0).validate()
 
 
-def test_unset_start_weight_is_on_for_labelled_tables_started_on_their_inputs_only():
+def test_unset_start_weight_holds_a_start_on_the_inputs_harder_with_labels_and_is_off_without_one():
     unset = ObjectiveConfig()
-    on = unset.for_inputs(images=False, labelled=True, started_on_inputs=True)
-    assert on.w_start == SEMI_SUPERVISED_START > 0
-    assert unset.for_inputs(images=False, started_on_inputs=True).w_start == 0.0
+    labelled = unset.for_inputs(images=False, labelled=True, holds_start=True)
+    unlabelled = unset.for_inputs(images=False, holds_start=True)
+    assert labelled.w_start == START_WEIGHT["labelled"] > unlabelled.w_start
+    assert unlabelled.w_start == START_WEIGHT["unlabelled"] > 0
     assert unset.for_inputs(images=False, labelled=True).w_start == 0.0
+    assert unset.for_inputs(images=True).w_start == 0.0
     chosen = ObjectiveConfig(w_start=0.5)
-    assert chosen.for_inputs(images=False, started_on_inputs=True).w_start == 0.5
+    assert chosen.for_inputs(images=False, holds_start=True).w_start == 0.5
 
 
 def test_start_term_is_the_cross_entropy_to_the_start_probabilities_and_off_without_them():

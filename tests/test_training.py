@@ -13,6 +13,7 @@ from gmvae.model.network import GMVAENet, ModelConfig
 from gmvae.run.metrics import cluster_accuracy
 from gmvae.train.distributed import resolve_device
 from gmvae.train.naming import permute_clusters
+from gmvae.train.objective import START_WEIGHT
 from gmvae.train.trainer import NonFiniteError, TrainConfig, Trainer, TrainingInterrupted
 from tests.trainers import make_trainer
 
@@ -309,6 +310,21 @@ def test_auto_start_is_the_inputs_for_tables_none_for_images_and_images_keep_p_y
     assert fit_to_data(config, images, (4, 4)).model.proportions == "equal"
     with pytest.raises(GMVAEError, match="not both"):
         TrainConfig(pretrain_epochs=2, mixture_start="inputs").validate()
+
+
+def test_a_table_holds_its_start_mixture_unless_restarts_choose_the_start():
+    from gmvae.run.assembly import fit_to_data
+    from gmvae.run.settings import ExperimentConfig
+
+    table = np.random.default_rng(0).normal(size=(40, 3))
+    config = ExperimentConfig.from_preset("default", {"model": {"n_clusters": 2}})
+    assert fit_to_data(config, table, None).objective.w_start == START_WEIGHT["unlabelled"]
+    labels = np.array([0, 1] + [-1] * 38)
+    assert fit_to_data(config, table, None, labels).objective.w_start == START_WEIGHT["labelled"]
+    restarts = dataclasses.replace(config, train=dataclasses.replace(config.train, restarts=3))
+    assert fit_to_data(restarts, table, None).objective.w_start == 0.0
+    pretrained = dataclasses.replace(config, train=TrainConfig(pretrain_epochs=2))
+    assert fit_to_data(pretrained, table, None).objective.w_start == 0.0
 
 
 def test_the_start_term_is_refused_without_a_start_on_the_inputs():

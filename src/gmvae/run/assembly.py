@@ -95,7 +95,8 @@ def fit_to_data(
     objective = objective.for_inputs(
         images=image_shape is not None,
         labelled=labels is not None,
-        started_on_inputs=train.mixture_start in STARTS_ON_INPUTS,
+        # --restarts choose among their candidates' starts and keep none to hold.
+        holds_start=train.mixture_start in STARTS_ON_INPUTS and train.restarts == 1,
     )
     if objective.w_start > 0 and train.mixture_start not in STARTS_ON_INPUTS:
         raise GMVAEError(
