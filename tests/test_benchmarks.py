@@ -66,6 +66,15 @@ def test_the_suite_scores_every_method_per_seed_and_summarises_over_seeds():
     assert "| iris | KMeans |" in suite.markdown(summary)
 
 
+def test_the_size_gap_compares_each_class_with_its_matched_cluster_not_with_the_labels_order():
+    from benchmarks.suite import largest_size_gap
+
+    labels = np.array([0] * 8 + [1] * 2)
+    assert largest_size_gap(labels, 1 - labels, 2) == 0.0  # renamed clusters of the right sizes
+    evened = np.array([0] * 5 + [1] * 5)  # 8 / 2 cut 5 / 5: the big class's cluster is 3 short
+    assert largest_size_gap(labels, evened, 2) == pytest.approx(30.0)
+
+
 def test_the_suite_takes_a_table_file_and_its_label_column_as_a_data_set(tmp_path):
     from sklearn.datasets import load_iris
 
