@@ -184,14 +184,15 @@ def test_unset_consistency_is_on_for_labelled_images_only_and_a_set_weight_is_ke
         ObjectiveConfig(w_consistency=-1.0).validate()
 
 
-def test_unset_start_weight_holds_a_start_on_the_inputs_harder_with_labels_and_is_off_without_one():
+def test_unset_start_weight_holds_a_start_harder_with_labels_and_only_a_tables_without():
     unset = ObjectiveConfig()
     labelled = unset.for_inputs(images=False, labelled=True, holds_start=True)
     unlabelled = unset.for_inputs(images=False, holds_start=True)
     assert labelled.w_start == START_WEIGHT["labelled"] > unlabelled.w_start
     assert unlabelled.w_start == START_WEIGHT["unlabelled"] > 0
     assert unset.for_inputs(images=False, labelled=True).w_start == 0.0
-    assert unset.for_inputs(images=True).w_start == 0.0
+    assert unset.for_inputs(images=True, holds_start=True).w_start == 0.0  # measured on tables
+    assert unset.for_inputs(images=True, labelled=True, holds_start=True).w_start > 0
     chosen = ObjectiveConfig(w_start=0.5)
     assert chosen.for_inputs(images=False, holds_start=True).w_start == 0.5
 

@@ -160,7 +160,8 @@ class ObjectiveConfig:
             "help": "weight of the cross-entropy from the start's cluster probabilities (the "
             "mixture of --mixture-start inputs or embedding) to q(y|x) (unset: "
             f"{START_WEIGHT['labelled']:g} with labels and {START_WEIGHT['unlabelled']:g} "
-            "without for runs so started (tables, by default) without --restarts, else 0)"
+            "for tables without them, for runs so started (tables, by default) without "
+            "--restarts; else 0)"
         },
     )
     w_labelled: float = field(
@@ -209,7 +210,8 @@ class ObjectiveConfig:
         adversarial_radius set by the rule (ADVERSARIAL_RADIUS); an unset consistency weight
         SEMI_SUPERVISED_CONSISTENCY for `labelled` images, else 0; no consistency term for
         tables (there is no image to move); an unset start weight START_WEIGHT's when the run
-        `holds_start` (it starts on its inputs and keeps that start), else 0."""
+        `holds_start` (it starts on its inputs and keeps that start) and is `labelled` or a
+        table, else 0."""
         radius = self.adversarial_radius
         if radius is None:
             radius = ADVERSARIAL_RADIUS["images" if images else "tables"]
@@ -219,7 +221,9 @@ class ObjectiveConfig:
         consistency = consistency if images else 0.0
         start = self.w_start
         if start is None:
-            start = START_WEIGHT["labelled" if labelled else "unlabelled"] if holds_start else 0.0
+            # Without labels the weight was measured on tables only: images keep theirs free.
+            held = holds_start and (labelled or not images)
+            start = START_WEIGHT["labelled" if labelled else "unlabelled"] if held else 0.0
         return replace(self, adversarial_radius=radius, w_consistency=consistency, w_start=start)
 
     def temperature(self, epoch: int) -> float:
