@@ -65,9 +65,9 @@ SEMI_SUPERVISED_CONSISTENCY = 5.0
 # the term the clustering terms moved q(y|x) off it, mostly down. The weights 0.3, 1 and 3 tie on
 # the suite's tables (benchmarks/results/semi-supervised/); 3 left the fewest seeds below a
 # scikit-learn method on tables the repository does not name. Without labels the start is the
-# mixture that BIC chose among its fits; without the term the balance term pulled unequal
-# clusters towards equal sizes and the clusters drifted off that start, below what the mixture
-# alone scores on tables drawn from Gaussian mixtures (benchmarks/results/suite/).
+# mixture that BIC chose among its fits; without the term the clustering terms moved the
+# clusters off it, below what a Gaussian mixture alone scores on tables drawn from Gaussian
+# mixtures of unequal, overlapping clusters (benchmarks/results/suite/).
 START_WEIGHT = {"labelled": 3.0, "unlabelled": 1.0}
 
 
